@@ -1,0 +1,169 @@
+"""The `vlv-ray` command. Thin: parse arguments, call the modules, print results.
+
+Bad input (a missing file, malformed YAML, an invalid key, an empty image folder) ends
+with one line on stderr naming the problem and exit status 2; anything else is a bug
+and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vlv_ray.config import ConfigError, dump_yaml, load_job
+
+REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+class UserError(Exception):
+    """An error whose message is the whole story for the user."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vlv_ray.data.shards import DataError
+    from vlv_ray.storage import StorageError
+
+    return (UserError, ConfigError, DataError, StorageError, FileNotFoundError)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_config_show(args) -> int:
+    print(dump_yaml(load_job(args.job, args.overrides)), end="")
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    failed = 0
+    for job in args.jobs:
+        try:
+            load_job(job)
+            print(f"ok: {job}")
+        except ConfigError as e:
+            print(f"vlv-ray: error: {e}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def cmd_data_prepare(args) -> int:
+    from vlv_ray.data import shards
+
+    m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, min_side=args.min_side,
+                       max_aspect=args.max_aspect, captions=args.captions)
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(m.get("rejected", {}).items())) or "none"
+    print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest} (rejected: {rejected})")
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from vlv_ray.data import shards
+
+    report = shards.inspect(args.uri)
+    print(json.dumps(report, indent=1) if args.json else shards.format_inspect(report))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from vlv_ray.train import launch
+
+    cfg = load_job(args.job, args.overrides)
+    result = launch.run(cfg)
+    return _report_result(result)
+
+
+def cmd_demo(args) -> int:
+    """Generate images → shards → the tiny stage-1 job on a local Ray cluster."""
+    from vlv_ray.data import shards, synthetic
+    from vlv_ray.train import launch
+
+    work = Path(args.workdir).resolve()
+    images, data = work / "images", work / "data"
+    if not images.is_dir():
+        synthetic.write_images(images, n=args.images, seed=0)
+        print(f"[demo] generated {args.images} images in {images}")
+    if not (data / "manifest.json").is_file():
+        shards.prepare(str(images), str(data), shard_rows=32)
+    job = REPO_JOBS / "tiny.yaml"
+    name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = load_job(job, [f"name={name}", f"data.uri={data}", f"storage_path={work / 'runs'}", *args.overrides])
+    print(f"[demo] training {cfg.name}: {cfg.max_steps} steps, {cfg.scaling.num_workers} workers, "
+          f"ZeRO-{cfg.deepspeed.zero_stage}, storage {cfg.storage_path}")
+    return _report_result(launch.run(cfg))
+
+
+def _report_result(result) -> int:
+    if result.error:
+        print(f"vlv-ray: error: training failed: {result.error}", file=sys.stderr)
+        return 1
+    m = result.metrics or {}
+    ckpt = result.checkpoint.path if result.checkpoint else "none"
+    if m:
+        print(f"done: step {m.get('step')} loss {m.get('loss', float('nan')):.4f}; checkpoint: {ckpt}")
+    else:
+        print(f"done: nothing to do (already complete); checkpoint: {ckpt}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlv-ray", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the tiny stage-1 job end to end on a local Ray cluster")
+    demo.add_argument("--workdir", default="vlv-demo", help="where images, shards and runs go (default: %(default)s)")
+    demo.add_argument("--images", type=int, default=64, help="how many images to generate (default: %(default)s)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="job overrides, e.g. max_steps=20")
+    demo.set_defaults(fn=cmd_demo)
+
+    data = sub.add_parser("data", help="prepare and inspect sharded image datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    prep = dsub.add_parser("prepare", help="images in SRC → parquet shards + manifest.json in DEST")
+    prep.add_argument("src", help="a folder of images (jpg, jpeg, png, webp), searched recursively")
+    prep.add_argument("dest", help="a storage URI: local path, file://, s3://, gs://")
+    prep.add_argument("--shard-rows", type=int, default=10000)
+    prep.add_argument("--min-side", type=int, default=0, help="reject images whose shorter side is below PX")
+    prep.add_argument("--max-aspect", type=float, default=None, help="reject aspect ratios beyond R or 1/R")
+    prep.add_argument("--captions", default=None, help="JSONL {key, caption} or CSV key,caption")
+    prep.set_defaults(fn=cmd_data_prepare)
+    insp = dsub.add_parser("inspect", help="shards, rows, bytes, rejects and integrity of a dataset")
+    insp.add_argument("uri")
+    insp.add_argument("--json", action="store_true")
+    insp.set_defaults(fn=cmd_data_inspect)
+
+    train = sub.add_parser("train", help="run (or resume) the job in JOB.yaml")
+    train.add_argument("job", help="a job file, e.g. jobs/tiny.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
+    train.set_defaults(fn=cmd_train)
+
+    config = sub.add_parser("config", help="show or check job files")
+    csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    show = csub.add_parser("show", help="print the resolved job (secrets redacted)")
+    show.add_argument("job")
+    show.add_argument("overrides", nargs="*", metavar="key=value")
+    show.set_defaults(fn=cmd_config_show)
+    check = csub.add_parser("check", help="validate job files")
+    check.add_argument("jobs", nargs="+")
+    check.set_defaults(fn=cmd_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except _user_errors() as e:
+        msg = str(e) if not isinstance(e, FileNotFoundError) else f"{e.filename}: no such file or directory"
+        print(f"vlv-ray: error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlv-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

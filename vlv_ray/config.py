@@ -1,0 +1,355 @@
+"""Typed job configuration: one dataclass per component, YAML in, strict validation.
+
+A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below; an
+unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
+message names the key, the value and what is allowed. Dotted overrides on the command
+line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
+
+Secrets never live here: storage credentials and `WANDB_API_KEY` come from the
+environment only, and `to_dict(redact=True)` masks anything that looks like one anyway.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A job file or override that does not describe a valid job."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML (YAML 1.1) would read `1e-4` as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    return {"lo": lo, "hi": hi, "lo_open": lo_open}
+
+
+@dataclass
+class StorageConfig:
+    """Where object storage lives. Credentials come from the environment only."""
+
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, R2, moto); else AWS_ENDPOINT_URL
+    region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION
+
+
+@dataclass
+class DataConfig:
+    uri: str = ""  # a dataset written by `vlv-ray data prepare` (folder with manifest.json)
+    resolution: int = field(default=384, metadata=_range(8, 4096))
+    batch_size: int = field(default=8, metadata=_range(1))  # per worker, per micro-step
+    shuffle_seed: int = 0
+    decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+
+
+@dataclass
+class ModelConfig:
+    preset: Literal["tiny", "paper"] = "paper"
+    florence: str | None = None  # path or hub id of Florence-2 (paper preset)
+    stable_diffusion: str | None = None  # path or hub id of SD 2.1-base (paper preset)
+    llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)
+    num_queries: int = field(default=77, metadata=_range(1, 77))
+    train_vision_tower: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(default=5e-5, metadata=_range(0.0, 1.0, lo_open=True))
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = field(default=1e-8, metadata=_range(0.0, lo_open=True))
+    weight_decay: float = field(default=0.01, metadata=_range(0.0))
+    warmup_steps: int = field(default=0, metadata=_range(0))
+    min_lr_ratio: float = field(default=0.0, metadata=_range(0.0, 1.0))  # cosine floor = lr × this
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float = field(default=1.0, metadata=_range(0.0))  # 0 disables clipping
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = field(default=2, metadata=_range(0, 3))
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accum_steps: int = field(default=1, metadata=_range(1))
+    offload_optimizer: Literal["none", "cpu"] = "none"
+    offload_param: Literal["none", "cpu"] = "none"
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = field(default=1, metadata=_range(1))
+    use_gpu: bool = False
+    cpus_per_worker: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    accelerator_type: str | None = None  # e.g. "A100", "L4" (Ray accelerator type)
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = field(default=1000, metadata=_range(1))
+    keep_last: int = field(default=3, metadata=_range(1))
+    max_failures: int = field(default=3, metadata=_range(-1))  # Ray Train restarts; -1 = forever
+
+
+@dataclass
+class LoggingConfig:
+    every_steps: int = field(default=10, metadata=_range(1))
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "vlv-ray"
+
+
+@dataclass
+class CostConfig:
+    instance_type: str | None = None
+    price_per_worker_hour_usd: float | None = field(default=None, metadata=_range(0.0))  # until the cost catalog lands
+    budget_usd: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+
+
+@dataclass
+class JobConfig:
+    name: str = ""  # run name: re-running the same name resumes
+    stage: int = field(default=1, metadata=_range(1, 2))
+    storage_path: str = ""  # where runs/checkpoints go: local path, file://, s3://, gs://
+    max_steps: int = field(default=1000, metadata=_range(1))
+    seed: int = 0
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+
+    def validate(self) -> "JobConfig":
+        """Cross-field checks that no single field can express."""
+        if not self.name:
+            raise ConfigError("name: required (the run name; re-running the same name resumes)")
+        if not self.storage_path:
+            raise ConfigError("storage_path: required (a local path, file://, s3:// or gs:// URI)")
+        if not self.data.uri:
+            raise ConfigError("data.uri: required (a dataset written by `vlv-ray data prepare`)")
+        if len(self.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.optim.betas):
+            raise ConfigError(f"optim.betas: got {self.optim.betas!r}, expected two numbers in [0, 1)")
+        if self.optim.warmup_steps >= self.max_steps:
+            raise ConfigError(
+                f"optim.warmup_steps: got {self.optim.warmup_steps}, expected fewer than max_steps ({self.max_steps})"
+            )
+        if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
+            raise ConfigError("deepspeed.precision: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
+        if self.model.preset == "paper":
+            for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
+                if getattr(self.model, key) is None:
+                    raise ConfigError(f"model.{key}: required for preset 'paper' (a local path or hub id)")
+        return self
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.data.batch_size * self.deepspeed.grad_accum_steps * self.scaling.num_workers
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return _redact(d) if redact else d
+
+    def config_hash(self) -> str:
+        """Hash of what determines the numerics, stored in checkpoints.
+
+        Names, logging and max_steps are left out: extending a run (more steps) is a resume,
+        not a different job.
+        """
+        d = self.to_dict(redact=False)
+        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SECRET_WORDS = ("secret", "token", "password", "api_key", "access_key", "credential")
+
+
+def _redact(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {
+            k: ("***" if v is not None and any(w in k.lower() for w in _SECRET_WORDS) else _redact(v))
+            for k, v in d.items()
+        }
+    return d
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` as type `tp`, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise bad
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
+    if value is None or "lo" not in meta:
+        return
+    lo, hi, lo_open = meta["lo"], meta["hi"], meta["lo_open"]
+    if (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        allowed = f"{'(' if lo_open else '['}{lo_s}, {hi_s}]"
+        raise ConfigError(f"{key}: got {value!r}, expected a value in {allowed}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'job'}: got {data!r}, expected a mapping of keys")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            near = difflib.get_close_matches(str(k), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"{key}: unknown key{hint}")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, f"{key}.")
+        else:
+            kwargs[k] = _coerce(key, v, tp)
+            _check_range(key, kwargs[k], fields[k].metadata)
+    obj = cls(**kwargs)
+    for name, f in fields.items():  # defaults are checked too: a typo in a default is a bug
+        if name not in kwargs and not dataclasses.is_dataclass(hints[name]):
+            _check_range(f"{prefix}{name}", getattr(obj, name), f.metadata)
+    return obj
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`optim.lr=1e-4` → (['optim', 'lr'], 1e-4). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"{item}: overrides look like key.sub=value")
+    key, raw = item.split("=", 1)
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"{item}: overrides look like key.sub=value")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for p in path[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{'.'.join(path)}: '{p}' is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such job file")
+    try:
+        data = yaml.load(p.read_text(), Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}:{where}: malformed YAML ({problem})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def from_dict(data: dict, overrides: list[str] | None = None, *, source: str = "job") -> JobConfig:
+    data = apply_overrides(json.loads(json.dumps(data)), overrides or [])
+    try:
+        return _build(JobConfig, data, "").validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
+    """Load, override and validate a job file. Relative paths in it stay as written."""
+    return from_dict(load_yaml(path), overrides, source=str(path))
+
+
+def dump_yaml(cfg: JobConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False)

@@ -1,0 +1,98 @@
+"""Assemble a Ray Train `TorchTrainer` from a `JobConfig` and run it.
+
+This is the only module that knows about Ray Train's configuration objects; the worker
+side lives in `loop.py`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from vlv_ray import storage
+from vlv_ray.config import JobConfig
+
+log = logging.getLogger(__name__)
+
+
+def absolutize(uri: str) -> str:
+    """Local relative paths become absolute: Ray workers do not share the driver's cwd."""
+    if "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    """Connect to the cluster in RAY_ADDRESS/`address`, or start a local one.
+
+    A local cluster gets at least 4 logical CPUs: the Ray Train workers hold one each and
+    Ray Data's decode tasks need some left over, even on a 2-core laptop.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(
+        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from vlv_ray.data.pipeline import build_dataset
+    from vlv_ray.train.loop import train_worker
+
+    storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
+    dataset = build_dataset(cfg, data_uri=absolutize(cfg.data.uri))
+
+    sc = cfg.scaling
+    resources = {"CPU": sc.cpus_per_worker}
+    if sc.use_gpu:
+        resources["GPU"] = 1
+    scaling = ray.train.ScalingConfig(
+        num_workers=sc.num_workers,
+        use_gpu=sc.use_gpu,
+        resources_per_worker=resources,
+        accelerator_type=sc.accelerator_type,
+    )
+    run = ray.train.RunConfig(
+        name=cfg.name,
+        storage_path=run_root,
+        storage_filesystem=fs,
+        failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+        # Workers inherit the driver's env for DeepSpeed's compiled-op cache.
+        worker_runtime_env={"env_vars": _worker_env()},
+    )
+    loop_config = {"job": cfg.to_dict(redact=False), **(extra_loop_config or {})}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling,
+        run_config=run,
+        torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
+        datasets={"train": dataset},
+    )
+
+
+def _worker_env() -> dict[str, str]:
+    keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE", "VLV_RAY_TEST_HOOKS")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None):
+    """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
+    ensure_ray()
+    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config)
+    return trainer.fit()

@@ -1,0 +1,167 @@
+"""The training step loop, shared by every stage. Read it top to bottom.
+
+Runs inside each Ray Train worker: build the stage's model → DeepSpeed engine holding
+only the trainable parameters → resume from Ray's latest checkpoint if there is one →
+for each step: learning rate for this step, gradient-accumulation micro-steps, optimizer
+step, one log line on rank 0, a checkpoint every N steps and at the end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterator
+
+import torch
+
+from vlv_ray.config import JobConfig, OptimConfig, from_dict
+
+
+def lr_at(step: int, max_steps: int, opt: OptimConfig) -> float:
+    """Linear warm-up, then one decay over the whole run down to `lr × min_lr_ratio`.
+
+    The decay spans exactly [warmup_steps, max_steps]: it never restarts (the public VLV
+    code's DeepSpeed WarmupCosineLR restarted every 40K steps of a 200K-step run).
+    """
+    if step < opt.warmup_steps:
+        return opt.lr * (step + 1) / opt.warmup_steps
+    floor = opt.lr * opt.min_lr_ratio
+    if opt.schedule == "constant":
+        return opt.lr
+    progress = min(1.0, (step - opt.warmup_steps) / max(1, max_steps - opt.warmup_steps))
+    if opt.schedule == "linear":
+        return floor + (opt.lr - floor) * (1.0 - progress)
+    return floor + (opt.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(cfg: JobConfig) -> dict[str, Any]:
+    ds, opt = cfg.deepspeed, cfg.optim
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer != "none":
+        zero["offload_optimizer"] = {"device": ds.offload_optimizer}
+    if ds.offload_param != "none":
+        zero["offload_param"] = {"device": ds.offload_param}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": ds.grad_accum_steps,
+        "gradient_clipping": opt.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16"},
+        # torch_adam: torch's AdamW instead of DeepSpeed's JIT-compiled C++/CUDA op.
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": opt.lr,
+                "betas": list(opt.betas),
+                "eps": opt.eps,
+                "weight_decay": opt.weight_decay,
+                "torch_adam": True,
+            },
+        },
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def epochs(shard, batch_size: int, collate) -> Iterator[tuple[int, dict]]:
+    """Yield (epoch, batch) forever, one pass over this worker's data split per epoch."""
+    epoch = 0
+    while True:
+        n = 0
+        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=collate, drop_last=True):
+            n += 1
+            yield epoch, batch
+        if n == 0:
+            raise RuntimeError("this worker's data split has fewer rows than one batch; lower data.batch_size")
+        epoch += 1
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    import deepspeed
+    import ray.train
+
+    from vlv_ray.train import checkpoint
+    from vlv_ray.train.stages import build_stage
+
+    cfg: JobConfig = from_dict(loop_config["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
+
+    torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
+    stage = build_stage(cfg, device)
+    engine, _, _, _ = deepspeed.initialize(
+        model=stage.trainable,
+        model_parameters=[p for p in stage.trainable.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg),
+    )
+    state = checkpoint.restore(engine)  # {} on a fresh run
+    step = state.get("step", 0)
+    if rank == 0:
+        where = f"resuming at step {step}" if state else "starting fresh"
+        n_train = sum(p.numel() for p in stage.trainable.parameters() if p.requires_grad)
+        print(f"[vlv-ray] {cfg.name}: stage {cfg.stage}, {world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
+              f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params, {where}", flush=True)
+
+    batches = epochs(ray.train.get_dataset_shard("train"), cfg.data.batch_size, stage.collate)
+    hooks = loop_config.get("test_hooks", {})
+    started_at, run_start_step = time.time(), step
+    samples_per_step = cfg.global_batch_size
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg.max_steps, cfg.optim)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        data_wait, loss_sum = 0.0, 0.0
+        for micro in range(cfg.deepspeed.grad_accum_steps):
+            td = time.perf_counter()
+            epoch, batch = next(batches)
+            data_wait += time.perf_counter() - td
+            # A per-(step, rank, micro) generator: noise and timesteps replay exactly on resume.
+            gen = torch.Generator(device=device).manual_seed(
+                ((cfg.seed * 1_000_003 + step) * 4099 + rank) * 131 + micro)
+            loss = stage.loss(engine, batch, gen)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.item()
+        step += 1
+        step_time = time.perf_counter() - t0
+
+        loss_avg = loss_sum / cfg.deepspeed.grad_accum_steps
+        loss_all = _mean_across_ranks(loss_avg, world)
+        metrics = {
+            "step": step, "epoch": epoch, "loss": loss_all, "lr": lr,
+            "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+            "samples_per_s": samples_per_step / step_time, "step_time_s": step_time,
+            "data_wait_s": data_wait, "resumed_from": run_start_step,
+            "cost_usd": _cost_so_far(cfg, state, started_at, world),
+        }
+        if rank == 0 and (step % cfg.logging.every_steps == 0 or step == cfg.max_steps or step == run_start_step + 1):
+            print(format_log_line(metrics, cfg.max_steps), flush=True)
+        if step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
+            state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
+                     "config_hash": cfg.config_hash(), "world_size": world}
+            checkpoint.save(engine, state, metrics, rank)
+            started_at = time.time()
+        if hooks.get("raise_after_step") == step:
+            raise RuntimeError(f"test hook: failing after step {step}")
+
+
+def _mean_across_ranks(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / world
+
+
+def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> float:
+    """Dollars: worker-hours since the last checkpoint × price, plus what the ledger holds."""
+    price = cfg.cost.price_per_worker_hour_usd or 0.0
+    return state.get("cost_usd", 0.0) + (time.time() - started_at) / 3600.0 * world * price
+
+
+def format_log_line(m: dict[str, Any], max_steps: int) -> str:
+    return (f"step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
+            f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | "
+            f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | ${m['cost_usd']:.4f}")

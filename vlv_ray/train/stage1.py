@@ -1,0 +1,41 @@
+"""Stage 1: images → VLV encoder → caption embeddings → frozen SD → noise-prediction loss.
+
+Only the encoder (its trainable parts) goes into the DeepSpeed engine; the frozen
+diffusion decoder sits beside it in eval mode, in the compute dtype, never seen by the
+optimizer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlv_ray.config import JobConfig
+from vlv_ray.models.presets import build_stage1
+from vlv_ray.train.stages import DTYPES
+
+
+class Stage1:
+    def __init__(self, cfg: JobConfig, device: torch.device):
+        m = cfg.model
+        encoder, decoder = build_stage1(
+            m.preset, num_queries=m.num_queries, resolution=cfg.data.resolution,
+            florence_path=m.florence, sd_path=m.stable_diffusion,
+            train_vision_tower=m.train_vision_tower, seed=cfg.seed,
+        )
+        self.device = device
+        self.trainable = encoder
+        self.decoder = decoder.to(device=device, dtype=DTYPES[cfg.deepspeed.precision])
+
+    @staticmethod
+    def collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        # Ray Data's default collate cannot handle the string key column.
+        return {"image": torch.from_numpy(np.ascontiguousarray(batch["image"])), "key": list(batch["key"])}
+
+    def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        images = batch["image"].to(self.device, non_blocking=True)
+        latents = self.decoder.encode_images(images, generator=generator)
+        caption_embeds = engine(images)
+        cond = self.decoder.condition(caption_embeds)
+        return self.decoder.noise_loss(latents, cond, generator=generator)
