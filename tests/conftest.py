@@ -1,11 +1,18 @@
-"""Shared fixtures: one real local Ray cluster for the whole session, temp dirs.
+"""Shared fixtures: one real local Ray head for the whole session, started and stopped by PID.
 
-The cluster is started in-process with `ray.init` and stopped with `ray.shutdown`, so
-it only ever touches processes this test run created.
+`ray start --head --block` runs in a process group of its own; teardown signals that
+group and every process descending from it, and nothing else on the machine.
 """
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,15 +22,107 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        out += [int(k) for k in kids]
+        todo += [int(k) for k in kids]
+    return out
+
+
+def stop_process_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    pids = _descendants(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in [proc.pid, *pids, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class RayHead:
+    address: str  # GCS address for ray.init
+    dashboard: str  # http URL for job submission
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray head exited early:\n{log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"ray head did not open port {port} in {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local Ray cluster shared by every test that needs one."""
+def ray_head():
+    """A real `ray start --head` with its dashboard, shared by every test that needs Ray."""
+    tmp = Path(tempfile.mkdtemp(prefix="vlvray-", dir="/tmp"))  # short: unix socket paths are capped
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = tmp / "head.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+         "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={tmp}", "--disable-usage-stats"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp)
+    try:
+        _wait_port(port, proc, log)
+        _wait_port(dash, proc, log)
+        yield RayHead(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}")
+    finally:
+        import ray
+
+        ray.shutdown()
+        stop_process_tree(proc)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_head):
+    """This test process connected to the shared head as a Ray driver."""
     import ray
 
     from vlv_ray.train.launch import ensure_ray
 
-    ensure_ray(num_cpus=4)
+    ensure_ray(address=ray_head.address)
     yield ray
-    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """24 synthetic images as parquet shards (3 shards of 8) with a manifest."""
+    from vlv_ray.data import shards, synthetic
+
+    root = tmp_path_factory.mktemp("tiny-ds")
+    synthetic.write_images(root / "img", n=24, seed=1)
+    shards.prepare(str(root / "img"), str(root / "data"), shard_rows=8, progress=False)
+    return root / "data"

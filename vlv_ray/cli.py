@@ -74,6 +74,13 @@ def cmd_train(args) -> int:
     return _report_result(result)
 
 
+def cmd_submit(args) -> int:
+    from vlv_ray.train.submit import submit
+
+    _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait)
+    return 0 if status in (None, "SUCCEEDED") else 1
+
+
 def cmd_demo(args) -> int:
     """Generate images → shards → the tiny stage-1 job on a local Ray cluster."""
     from vlv_ray.data import shards, synthetic
@@ -139,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("job", help="a job file, e.g. jobs/tiny.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
     train.set_defaults(fn=cmd_train)
+
+    subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster with `ray job submit`")
+    subm.add_argument("job", help="a job file inside the project, e.g. jobs/stage1-paper.yaml")
+    subm.add_argument("overrides", nargs="*", metavar="key=value")
+    subm.add_argument("--address", default=None,
+                      help="the cluster's dashboard, e.g. http://head:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    subm.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
+    subm.set_defaults(fn=cmd_submit)
 
     config = sub.add_parser("config", help="show or check job files")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

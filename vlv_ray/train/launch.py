@@ -93,6 +93,10 @@ def _worker_env() -> dict[str, str]:
 
 def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
+    from vlv_ray.data.pipeline import shard_paths
+
+    # Fail on a missing or empty dataset before paying for a cluster start.
+    shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
     ensure_ray()
     trainer = build_trainer(cfg, extra_loop_config=extra_loop_config)
     return trainer.fit()

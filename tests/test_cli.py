@@ -1,0 +1,90 @@
+"""The `vlv-ray` command: bad input ends in one line naming the problem and exit != 0."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def vlv(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(r, *needles):
+    assert r.returncode != 0, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("vlv-ray: error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_help_for_every_command():
+    for args in ([], ["demo"], ["data"], ["data", "prepare"], ["data", "inspect"], ["train"],
+                 ["config"], ["config", "show"], ["config", "check"]):
+        r = vlv(*args, "--help")
+        assert r.returncode == 0 and "usage: vlv-ray" in r.stdout, (args, r.stderr)
+
+
+def test_missing_job_file():
+    assert_one_line_error(vlv("train", "no/such/job.yaml"), "no/such/job.yaml", "no such job file")
+
+
+def test_malformed_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    assert_one_line_error(vlv("config", "check", bad), "bad.yaml", "malformed YAML")
+
+
+def test_invalid_key_in_override():
+    assert_one_line_error(vlv("config", "show", "jobs/tiny.yaml", "optim.lrr=1"),
+                          "optim.lrr: unknown key", "did you mean 'optim.lr'")
+
+
+def test_config_show_resolves_overrides():
+    r = vlv("config", "show", "jobs/tiny.yaml", "optim.lr=3e-4", "max_steps=11")
+    assert r.returncode == 0, r.stderr
+    assert "lr: 0.0003" in r.stdout and "max_steps: 11" in r.stdout
+
+
+def test_config_check_reports_each_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstage: 3\n")
+    r = vlv("config", "check", "jobs/tiny.yaml", bad)
+    assert r.returncode != 0 and "ok: jobs/tiny.yaml" in r.stdout
+    assert "stage: got 3, expected a value in [1, 2]" in r.stderr
+
+
+def test_prepare_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(vlv("data", "prepare", tmp_path / "empty", tmp_path / "out"), "empty")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_prepare_missing_folder(tmp_path):
+    assert_one_line_error(vlv("data", "prepare", tmp_path / "nope", tmp_path / "out"), "nope")
+
+
+def test_inspect_without_manifest(tmp_path):
+    assert_one_line_error(vlv("data", "inspect", tmp_path), "manifest.json")
+
+
+def test_prepare_then_inspect(tmp_path):
+    from vlv_ray.data import synthetic
+
+    synthetic.write_images(tmp_path / "img", n=12, seed=3, corrupt=2)
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds", "--shard-rows", "5")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 12 rows in 3 shards" in r.stdout and "corrupt=2" in r.stdout
+    r = vlv("data", "inspect", tmp_path / "ds", "--json")
+    import json
+    report = json.loads(r.stdout)
+    assert report["rows"] == 12 and len(report["shards"]) == 3
+
+
+def test_train_with_missing_dataset_is_one_line(tmp_path):
+    r = vlv("train", "jobs/tiny.yaml", f"data.uri={tmp_path / 'nothing'}", f"storage_path={tmp_path / 'runs'}")
+    assert_one_line_error(r, "manifest.json")
