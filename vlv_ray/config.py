@@ -115,6 +115,7 @@ class LoggingConfig:
     every_steps: int = field(default=10, metadata=_range(1))
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "vlv-ray"
+    wandb_dir: str = "wandb"  # local dir for wandb's files (offline runs: `wandb sync` it later)
 
 
 @dataclass

@@ -75,7 +75,9 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         # Workers inherit the driver's env for DeepSpeed's compiled-op cache.
         worker_runtime_env={"env_vars": _worker_env()},
     )
-    loop_config = {"job": cfg.to_dict(redact=False), **(extra_loop_config or {})}
+    job = cfg.to_dict(redact=False)
+    job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
+    loop_config = {"job": job, **(extra_loop_config or {})}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,

@@ -8,6 +8,8 @@ step, one log line on rank 0, a checkpoint every N steps and at the end.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from typing import Any, Iterator
 
@@ -80,7 +82,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
 
-    from vlv_ray.train import checkpoint
+    from vlv_ray.train import checkpoint, preempt
+    from vlv_ray.train.metrics import MetricsLogger
     from vlv_ray.train.stages import build_stage
 
     cfg: JobConfig = from_dict(loop_config["job"])
@@ -95,7 +98,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         model_parameters=[p for p in stage.trainable.parameters() if p.requires_grad],
         config=deepspeed_config(cfg),
     )
+    preempt.install()
     state = checkpoint.restore(engine)  # {} on a fresh run
+    resumed = bool(state)
     step = state.get("step", 0)
     if rank == 0:
         where = f"resuming at step {step}" if state else "starting fresh"
@@ -103,6 +108,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         print(f"[vlv-ray] {cfg.name}: stage {cfg.stage}, {world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
               f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params, {where}", flush=True)
 
+    logger = MetricsLogger(cfg, rank)
     batches = epochs(ray.train.get_dataset_shard("train"), cfg.data.batch_size, stage.collate)
     hooks = loop_config.get("test_hooks", {})
     started_at, run_start_step = time.time(), step
@@ -138,13 +144,29 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         }
         if rank == 0 and (step % cfg.logging.every_steps == 0 or step == cfg.max_steps or step == run_start_step + 1):
             print(format_log_line(metrics, cfg.max_steps), flush=True)
-        if step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
+            logger.log(metrics, step)
+        _trace(hooks, rank, step)
+        if hooks.get("sigterm_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
+            preempt.signal_self_for_test()
+        stop = preempt.requested(world)
+        if stop or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
                      "config_hash": cfg.config_hash(), "world_size": world}
             checkpoint.save(engine, state, metrics, rank)
             started_at = time.time()
-        if hooks.get("raise_after_step") == step:
-            raise RuntimeError(f"test hook: failing after step {step}")
+        if stop:
+            logger.close()
+            raise preempt.Preempted(f"SIGTERM: checkpointed step {step}; Ray Train will resume from it")
+        if hooks.get("kill_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
+            os.kill(os.getpid(), signal.SIGKILL)  # test-only: a worker dying without warning
+    logger.close()
+
+
+def _trace(hooks: dict, rank: int, step: int) -> None:
+    """Test-only: append (rank, step) to a file so tests can see which steps ran."""
+    if hooks.get("trace_file"):
+        with open(hooks["trace_file"], "a") as f:
+            f.write(f"{rank} {step}\n")
 
 
 def _mean_across_ranks(value: float, world: int) -> float:
