@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg = load_job(args.job, args.overrides)
-    result = launch.run(cfg)
+    result = launch.run(cfg, local=args.local)
     return _report_result(result)
 
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run (or resume) the job in JOB.yaml")
     train.add_argument("job", help="a job file, e.g. jobs/tiny.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
+    train.add_argument("--local", action="store_true",
+                       help="debug: run the loop in this process (Ray Train local mode; checkpoints are not persisted)")
     train.set_defaults(fn=cmd_train)
 
     subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster with `ray job submit`")

@@ -45,7 +45,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     )
 
 
-def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None):
+def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -60,8 +60,9 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     resources = {"CPU": sc.cpus_per_worker}
     if sc.use_gpu:
         resources["GPU"] = 1
+    # num_workers=0 is Ray Train V2's local mode: the loop runs in this process (debugging).
     scaling = ray.train.ScalingConfig(
-        num_workers=sc.num_workers,
+        num_workers=0 if local else sc.num_workers,
         use_gpu=sc.use_gpu,
         resources_per_worker=resources,
         accelerator_type=sc.accelerator_type,
@@ -93,12 +94,12 @@ def _worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
-def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None):
+def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
     from vlv_ray.data.pipeline import shard_paths
 
     # Fail on a missing or empty dataset before paying for a cluster start.
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
     ensure_ray()
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config)
+    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
     return trainer.fit()

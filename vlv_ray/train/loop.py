@@ -87,6 +87,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from vlv_ray.train.stages import build_stage
 
     cfg: JobConfig = from_dict(loop_config["job"])
+    if not torch.distributed.is_initialized():  # Ray Train's local mode (--local): a group of one
+        _init_single_process_group()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
@@ -160,6 +162,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if hooks.get("kill_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             os.kill(os.getpid(), signal.SIGKILL)  # test-only: a worker dying without warning
     logger.close()
+
+
+def _init_single_process_group() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
 
 
 def _trace(hooks: dict, rank: int, step: int) -> None:
