@@ -1,0 +1,51 @@
+"""Small deterministic images with coloured shapes, for the demo and tests.
+
+Until the miniature world lands, this is the image source that needs no download.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 70), "blue": (40, 80, 220),
+           "yellow": (235, 210, 40), "purple": (140, 60, 180), "white": (245, 245, 245)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    im = Image.new("RGB", size, tuple(rng.randrange(0, 90) for _ in range(3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(rng.randint(1, 3)):
+        colour = COLOURS[rng.choice(list(COLOURS))]
+        r = rng.randint(min(w, h) // 8, min(w, h) // 3)
+        cx, cy = rng.randint(r, w - r), rng.randint(r, h - r)
+        shape = rng.choice(SHAPES)
+        if shape == "circle":
+            d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        elif shape == "square":
+            d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        else:
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    return im
+
+
+def write_images(folder: str | Path, n: int, size: tuple[int, int] = (48, 40), seed: int = 0,
+                 corrupt: int = 0) -> list[Path]:
+    """n images (png and jpg alternating) plus `corrupt` garbage files with image names."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = []
+    for i in range(n):
+        ext = ".png" if i % 2 == 0 else ".jpg"
+        p = folder / f"img-{i:05d}{ext}"
+        draw(rng, size).save(p, quality=92) if ext == ".jpg" else draw(rng, size).save(p)
+        paths.append(p)
+    for j in range(corrupt):
+        p = folder / f"broken-{j:03d}.jpg"
+        p.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg " + bytes(rng.randrange(256) for _ in range(64)))
+        paths.append(p)
+    return paths
