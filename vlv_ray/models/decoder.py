@@ -1,0 +1,105 @@
+"""The frozen diffusion decoder: SD's VAE, CLIP text encoder, UNet and noise scheduler.
+
+Caption embeddings enter the CLIP text encoder as `inputs_embeds` (transformers 5 has no
+such argument on `CLIPTextModel.forward`, so `clip_text_from_embeds` runs the same steps
+by hand: position embeddings → causal mask → encoder → final layer norm). Everything here
+is frozen and stays in eval mode; gradients still flow *through* it to the embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def clip_text_from_embeds(text_model, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    """CLIPTextModel's last hidden state for token embeddings instead of token ids.
+
+    Mirrors the `input_ids` path step for step (the test checks they are equal), so the
+    position embeddings and the causal mask still apply, as they do in the paper.
+    """
+    from transformers.masking_utils import create_causal_mask
+
+    hidden = text_model.embeddings(inputs_embeds=inputs_embeds)
+    mask = create_causal_mask(config=text_model.config, inputs_embeds=hidden, attention_mask=None,
+                              past_key_values=None)
+    out = text_model.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
+    return text_model.final_layer_norm(out.last_hidden_state)
+
+
+class FrozenDiffusion(nn.Module):
+    """VAE + CLIP text encoder + UNet + scheduler of a Stable Diffusion checkpoint, frozen."""
+
+    def __init__(self, vae, text_encoder, unet, noise_scheduler):
+        super().__init__()
+        self.vae, self.text_encoder, self.unet = vae, text_encoder, unet
+        self.noise_scheduler = noise_scheduler  # not a module: no parameters, no state dict
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FrozenDiffusion":
+        return super().train(False)  # frozen means eval mode too: no dropout, ever
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_encoder.config.hidden_size
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 [B, H, W, 3] → scaled VAE latents [B, 4, H/8, W/8] (a sample of the posterior)."""
+        dtype = next(self.vae.parameters()).dtype
+        x = images.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
+        dist = self.vae.encode(x).latent_dist
+        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+        return (dist.mean + dist.std * noise) * self.vae.config.scaling_factor
+
+    def condition(self, caption_embeds: torch.Tensor) -> torch.Tensor:
+        """Caption embeddings [B, 77, D] → the UNet's encoder_hidden_states (with gradients)."""
+        dtype = next(self.text_encoder.parameters()).dtype
+        return clip_text_from_embeds(self.text_encoder, caption_embeds.to(dtype))
+
+    def noise_loss(self, latents: torch.Tensor, cond: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The ordinary diffusion loss at one uniformly random timestep per sample."""
+        sched = self.noise_scheduler
+        b = latents.shape[0]
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator,
+                          device=latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        noisy = sched.add_noise(latents, noise, t)
+        pred = self.unet(noisy, t, encoder_hidden_states=cond.to(latents.dtype)).sample
+        if self.prediction_type == "epsilon":
+            target = noise
+        elif self.prediction_type == "v_prediction":
+            target = sched.get_velocity(latents, noise, t)
+        else:
+            raise ValueError(f"scheduler prediction_type {self.prediction_type!r}: expected epsilon or v_prediction")
+        return F.mse_loss(pred.float(), target.float())
+
+    # ------------------------------------------------------------------ SD directory format
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32) -> "FrozenDiffusion":
+        """Load from a Stable Diffusion directory or hub id (vae/, text_encoder/, unet/, scheduler/)."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        return cls(
+            AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype),
+            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype),
+            UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype),
+            DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
+        )
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.vae.save_pretrained(path / "vae")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.unet.save_pretrained(path / "unet")
+        self.noise_scheduler.save_pretrained(path / "scheduler")
