@@ -6,6 +6,8 @@ group and every process descending from it, and nothing else on the machine.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +25,10 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray 2.60 turns token auth on; give this session's head and every client here one
+# explicit token instead of whatever ~/.ray/auth_token holds.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def free_port() -> int:
@@ -104,6 +110,7 @@ def ray_head():
 
         ray.shutdown()
         stop_process_tree(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -119,10 +126,14 @@ def ray_cluster(ray_head):
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    """24 synthetic images as parquet shards (3 shards of 8) with a manifest."""
+    """64 synthetic images as parquet shards (4 of 16) with a manifest.
+
+    64 rows = 8 batches of 4 per worker with 2 workers: the short test runs stay inside
+    one epoch, since each new epoch restarts Ray Data's streaming split (~10 s here).
+    """
     from vlv_ray.data import shards, synthetic
 
     root = tmp_path_factory.mktemp("tiny-ds")
-    synthetic.write_images(root / "img", n=24, seed=1)
-    shards.prepare(str(root / "img"), str(root / "data"), shard_rows=8, progress=False)
+    synthetic.write_images(root / "img", n=64, seed=1)
+    shards.prepare(str(root / "img"), str(root / "data"), shard_rows=16, progress=False)
     return root / "data"

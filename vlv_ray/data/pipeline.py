@@ -46,6 +46,8 @@ def build_dataset(cfg: "JobConfig", *, data_uri: str):
     import ray.data
 
     fs, paths, _ = shard_paths(data_uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    # Training logs carry their own throughput line; Ray Data's bars would drown it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     columns = ["key", "image"] + (["caption"] if cfg.stage == 2 else [])
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
     return ds.map_batches(
