@@ -65,6 +65,10 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     assert (runs / "resume" / "step-00000002" / "trainer_state.json").is_file()
 
+    # A checkpoint whose save crashed half-way (no _COMPLETE marker) is never resumed from.
+    partial = runs / "resume" / "step-00000005"
+    (partial / "engine").mkdir(parents=True)
+    (partial / "trainer_state.json").write_text('{"step": 5}')
     # Re-running the same job name continues from step 4, not from 0.
     second = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=6", "checkpoint.every_steps=2"))
     assert second.error is None
@@ -72,7 +76,7 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     before = torch.load(ckpt / "engine" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     after_dir = Path(second.checkpoint.path)
     after = torch.load(after_dir / "engine" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
-    assert after_dir.name == "step-00000006"
+    assert after_dir.name == "step-00000006" and (after_dir / "_COMPLETE").is_file()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert changed and all(torch.equal(after[k], before[k]) for k in after if "vision_tower" in k)
     # keep_last=2: step 2 was deleted once 4 and 6 existed.

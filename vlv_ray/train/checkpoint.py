@@ -1,51 +1,99 @@
 """Checkpoints: DeepSpeed engine state of every rank + the trainer state, via Ray Train.
 
 Every rank writes its own ZeRO shard into a local staging dir and reports it; Ray Train
-merges all ranks' files into one `checkpoint_<step>` directory under the run in storage
-and registers it only once every rank has uploaded, so resume sees complete
-checkpoints only. Layout of one checkpoint:
+merges all ranks' files into one directory under the run in storage. `report` is a
+barrier, so once it returns every rank's files are uploaded; rank 0 then writes the
+`_COMPLETE` marker. Layout of one checkpoint:
 
-    step-00000004/
+    <storage_path>/<name>/step-00000004/
       trainer_state.json            step, epoch, cost ledger, config hash, world size
+      _COMPLETE                     written last: the checkpoint is whole
       latest                        DeepSpeed's tag pointer ("engine")
-      engine/mp_rank_00_model_states.pt            module weights (rank 0)
+      engine/mp_rank_00_model_states.pt                    module weights (rank 0)
       engine/zero_pp_rank_<r>_mp_rank_00_optim_states.pt   optimizer shard of rank r
+
+Resume takes the newest of (a) the checkpoint Ray Train registered and (b) the newest
+`_COMPLETE` directory in storage. (b) matters: Ray 2.60 registers a reported checkpoint
+only when its controller next polls the workers, so a worker that dies right after
+`report()` leaves a complete checkpoint on storage that Ray does not hand back.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from vlv_ray import storage
+from vlv_ray.config import JobConfig
+
 TAG = "engine"
 STATE_FILE = "trainer_state.json"
+COMPLETE = "_COMPLETE"
+DIR_RE = re.compile(r"^step-(\d{8})$")
 
 
-def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
+def dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def run_uri(cfg: JobConfig) -> str:
+    return storage.join(cfg.storage_path, cfg.name)
+
+
+def _kw(cfg: JobConfig) -> dict[str, Any]:
+    return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+
+
+def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig) -> None:
     """Collective: every rank must call it at the same step."""
     import ray.train
 
     staging = Path(tempfile.mkdtemp(prefix="vlv-ckpt-"))
+    name = dir_name(state["step"])
     try:
         engine.save_checkpoint(str(staging), tag=TAG)
         if rank == 0:
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(str(staging)),
-            checkpoint_dir_name=f"step-{state['step']:08d}",
-        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staging)),
+                         checkpoint_dir_name=name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if rank == 0:
+        storage.write_json_atomic(storage.join(run_uri(cfg), name, COMPLETE), {"step": state["step"]}, **_kw(cfg))
 
 
-def restore(engine) -> dict[str, Any]:
-    """Load Ray Train's latest complete checkpoint into `engine`; return the trainer state."""
+def latest_complete(cfg: JobConfig) -> tuple[int, str] | None:
+    """(step, uri) of the newest checkpoint directory carrying the `_COMPLETE` marker."""
+    fs, root = storage.resolve(run_uri(cfg), **_kw(cfg))
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return None
+    steps = sorted((int(m.group(1)), Path(i.path).name) for i in fs.get_file_info(pafs.FileSelector(root))
+                   if i.type == pafs.FileType.Directory and (m := DIR_RE.match(Path(i.path).name)))
+    for step, name in reversed(steps):
+        if storage.exists(storage.join(run_uri(cfg), name, COMPLETE), **_kw(cfg)):
+            return step, storage.join(run_uri(cfg), name)
+    return None
+
+
+def _checkpoint_step(ckpt) -> int:
+    m = DIR_RE.match(Path(ckpt.path).name)
+    return int(m.group(1)) if m else -1
+
+
+def restore(engine, cfg: JobConfig) -> dict[str, Any]:
+    """Load the newest complete checkpoint into `engine`; return the trainer state ({} if none)."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
+    found = latest_complete(cfg)
+    if found is not None and (ckpt is None or found[0] > _checkpoint_step(ckpt)):
+        fs, path = storage.resolve(found[1], **_kw(cfg))
+        ckpt = ray.train.Checkpoint(path, filesystem=fs)
     if ckpt is None:
         return {}
     with ckpt.as_directory() as d:

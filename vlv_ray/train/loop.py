@@ -101,7 +101,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         config=deepspeed_config(cfg),
     )
     preempt.install()
-    state = checkpoint.restore(engine)  # {} on a fresh run
+    state = checkpoint.restore(engine, cfg)  # {} on a fresh run
     resumed = bool(state)
     step = state.get("step", 0)
     if rank == 0:
@@ -154,7 +154,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if stop or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
                      "config_hash": cfg.config_hash(), "world_size": world}
-            checkpoint.save(engine, state, metrics, rank)
+            checkpoint.save(engine, state, metrics, rank, cfg)
             started_at = time.time()
         if stop:
             logger.close()
