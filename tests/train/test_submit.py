@@ -13,18 +13,18 @@ def test_submit_runs_the_tiny_job_and_keeps_secrets_out_of_logs(ray_head, tiny_d
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "WANDB_API_KEY": SECRET}
     r = subprocess.run(
         [sys.executable, "-m", "vlv_ray.cli", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}",
-         f"storage_path={runs}", "name=submitted", "max_steps=2", "checkpoint.every_steps=2",
+         f"storage_path={runs}", "name=submitted", "max_steps=3", "checkpoint.every_steps=3",
          "--address", ray_head.dashboard, "--wait"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     job_id = r.stdout.split("submitted submitted as ")[1].split()[0]
     assert f"{job_id}: SUCCEEDED" in r.stdout and "ray job logs --follow" in r.stdout
-    assert (runs / "submitted" / "step-00000002" / "trainer_state.json").is_file()
+    assert (runs / "submitted" / "step-00000003" / "trainer_state.json").is_file()
 
     from ray.job_submission import JobSubmissionClient
 
     logs = JobSubmissionClient(ray_head.dashboard).get_job_logs(job_id)
-    assert "step 2/2" in logs  # the loop's log line reached the job's logs
+    assert "step 3/3" in logs  # the loop's log line reached the job's logs
     assert SECRET not in logs and SECRET not in r.stdout + r.stderr
 
 
