@@ -91,8 +91,12 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
 
 
 def _worker_env() -> dict[str, str]:
-    keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE", "VLV_RAY_TEST_HOOKS")
-    return {k: os.environ[k] for k in keep if k in os.environ}
+    keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    # Ray Train 2.60 patches `print` in workers to tee into its logger, which shows every
+    # log line twice on the driver; our lines are already formatted for people.
+    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    return env
 
 
 def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):

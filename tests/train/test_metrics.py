@@ -1,0 +1,43 @@
+"""wandb from rank 0: offline by default, stable run id per job name, no secrets in config."""
+from pathlib import Path
+
+from vlv_ray.config import from_dict
+from vlv_ray.train.metrics import MetricsLogger, wandb_run_id
+
+SECRET = "not-a-real-key-42d1e0"
+
+
+def job(tmp_path, **logging):
+    return from_dict({"name": "runs/exp one", "storage_path": str(tmp_path), "data": {"uri": str(tmp_path)},
+                      "model": {"preset": "tiny"}, "logging": {"wandb_dir": str(tmp_path / "wb"), **logging}})
+
+
+def test_run_id_is_stable_and_safe():
+    assert wandb_run_id("runs/exp one") == wandb_run_id("runs/exp one")
+    assert wandb_run_id("runs/exp one") != wandb_run_id("runs/exp two")
+    assert set(wandb_run_id("a/b c:d")) <= set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_offline_run_on_rank0_only_and_secret_free(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    cfg = job(tmp_path)
+    assert cfg.logging.wandb == "offline"
+    assert MetricsLogger(cfg, rank=1).run is None
+    logger = MetricsLogger(cfg, rank=0)
+    try:
+        assert logger.run is not None and logger.run.id == wandb_run_id(cfg.name)
+        assert logger.run.settings.mode == "offline"
+        logger.log({"loss": 1.5, "step": 1}, step=1)
+        assert SECRET not in repr(dict(logger.run.config))
+    finally:
+        logger.close()
+    files = [p for p in Path(tmp_path / "wb").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)
+    assert not any(SECRET.encode() in p.read_bytes() for p in files)
+
+
+def test_disabled_makes_no_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert MetricsLogger(job(tmp_path, wandb="disabled"), rank=0).run is None
