@@ -85,8 +85,8 @@ def _checkpoint_step(ckpt) -> int:
     return int(m.group(1)) if m else -1
 
 
-def restore(engine, cfg: JobConfig) -> dict[str, Any]:
-    """Load the newest complete checkpoint into `engine`; return the trainer state ({} if none)."""
+def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, trainer state) of the newest complete checkpoint, or (None, {})."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -95,14 +95,50 @@ def restore(engine, cfg: JobConfig) -> dict[str, Any]:
         fs, path = storage.resolve(found[1], **_kw(cfg))
         ckpt = ray.train.Checkpoint(path, filesystem=fs)
     if ckpt is None:
-        return {}
+        return None, {}
     with ckpt.as_directory() as d:
         state_path = Path(d) / STATE_FILE
         if not state_path.is_file():
             raise RuntimeError(f"{ckpt.path}: checkpoint has no {STATE_FILE}; it was not written by vlv-ray")
-        state = json.loads(state_path.read_text())
-        loaded, _ = engine.load_checkpoint(d, tag=TAG, load_module_strict=True,
-                                           load_optimizer_states=True, load_lr_scheduler_states=False)
+        return ckpt, json.loads(state_path.read_text())
+
+
+def needs_universal(state: dict[str, Any], world: int, cfg: JobConfig) -> bool:
+    """ZeRO optimizer shards are laid out for the saving world size; a resize needs conversion."""
+    return bool(state) and cfg.deepspeed.zero_stage > 0 and state.get("world_size", world) != world
+
+
+def restore(engine, ckpt, state: dict[str, Any], *, universal: bool) -> None:
+    """Load `ckpt` into `engine` (built with `checkpoint.load_universal` when `universal`)."""
+    with ckpt.as_directory() as d:
+        load_dir = d
+        scratch = None
+        if universal:
+            scratch = tempfile.mkdtemp(prefix="vlv-universal-")
+            to_universal(Path(d) / TAG, Path(scratch) / TAG)
+            load_dir = scratch
+        try:
+            loaded, _ = engine.load_checkpoint(load_dir, tag=TAG, load_module_strict=True,
+                                               load_optimizer_states=True, load_lr_scheduler_states=False)
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         if loaded is None:
             raise RuntimeError(f"{ckpt.path}: no DeepSpeed engine state under tag '{TAG}'")
-    return state
+
+
+def to_universal(src: Path, dst: Path) -> None:
+    """DeepSpeed's universal checkpoint: optimizer state per parameter, any world size."""
+    import argparse
+    import contextlib
+    import io
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(input_folder=str(src), output_folder=str(dst), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress chatter is not ours to show
+        ds_to_universal.main(args)
+    for f in src.glob("*model_states.pt"):
+        if not (dst / f.name).exists():
+            shutil.copy2(f, dst / f.name)

@@ -95,13 +95,22 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
     stage = build_stage(cfg, device)
+    ckpt, state = checkpoint.find(cfg)  # (None, {}) on a fresh run
+    universal = checkpoint.needs_universal(state, world, cfg)
+    ds_config = deepspeed_config(cfg)
+    if universal:
+        ds_config["checkpoint"] = {"load_universal": True}
+        if rank == 0:
+            print(f"[vlv-ray] checkpoint written by {state['world_size']} workers, resuming on {world}: "
+                  "converting it to DeepSpeed's universal format", flush=True)
     engine, _, _, _ = deepspeed.initialize(
         model=stage.trainable,
         model_parameters=[p for p in stage.trainable.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg),
+        config=ds_config,
     )
     preempt.install()
-    state = checkpoint.restore(engine, cfg)  # {} on a fresh run
+    if ckpt is not None:
+        checkpoint.restore(engine, ckpt, state, universal=universal)
     resumed = bool(state)
     step = state.get("step", 0)
     if rank == 0:
