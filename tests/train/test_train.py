@@ -79,5 +79,14 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     assert after_dir.name == "step-00000006" and (after_dir / "_COMPLETE").is_file()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert changed and all(torch.equal(after[k], before[k]) for k in after if "vision_tower" in k)
+    # The export holds exactly the trainable weights, equal to the engine's (ZeRO-2 keeps
+    # whole weights in the model-states file).
+    from safetensors.torch import load_file
+
+    exported = load_file(runs / "resume" / "export" / "stage1-trainable.safetensors")
+    trainable = {n for n, p in __import__("vlv_ray.models.presets", fromlist=["x"]).build_stage1(
+        "tiny", resolution=32)[0].named_parameters() if p.requires_grad}
+    assert set(exported) == trainable and "queries" in exported
+    assert all(torch.equal(exported[k], after[k]) for k in exported)
     # keep_last=2: step 2 was deleted once 4 and 6 existed.
     assert not (runs / "resume" / "step-00000002").exists()

@@ -142,3 +142,36 @@ def to_universal(src: Path, dst: Path) -> None:
     for f in src.glob("*model_states.pt"):
         if not (dst / f.name).exists():
             shutil.copy2(f, dst / f.name)
+
+
+def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) -> str:
+    """Consolidate the trainable weights of every rank's shard into one safetensors file.
+
+    Written to `<storage_path>/<name>/export/stage<N>-trainable.safetensors`; names are the
+    trainable module's parameter names. Stage 2 and inference read this, not DeepSpeed files.
+    """
+    import torch
+    from safetensors.torch import save
+
+    with ckpt.as_directory() as d:
+        states = torch.load(Path(d) / TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        # The optimizer's parameters by name: no buffers, no tied aliases, no frozen weights.
+        names = {n for group in states["param_shapes"] for n in group}
+        if cfg.deepspeed.zero_stage == 0:
+            sd = states["module"]
+        else:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            sd = get_fp32_state_dict_from_zero_checkpoint(d, tag=TAG, exclude_frozen_parameters=True)
+        sd = {k: v for k, v in sd.items() if k in names}
+        missing = names - set(sd)
+        if missing:
+            raise RuntimeError(f"{ckpt.path}: export is missing trainable weights: {sorted(missing)[:5]}")
+        state = state or json.loads((Path(d) / STATE_FILE).read_text())
+    # clone: tied weights share storage, which safetensors refuses to write twice
+    tensors = {k: v.detach().float().clone().contiguous() for k, v in sd.items()}
+    meta = {"step": str(state["step"]), "stage": str(cfg.stage), "config_hash": state["config_hash"],
+            "preset": cfg.model.preset, "num_queries": str(cfg.model.num_queries)}
+    out = storage.join(run_uri(cfg), "export", f"stage{cfg.stage}-trainable.safetensors")
+    storage.write_bytes_atomic(out, save(tensors, metadata=meta), **_kw(cfg))
+    return out

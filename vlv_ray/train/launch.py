@@ -107,4 +107,9 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
     ensure_ray()
     trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
-    return trainer.fit()
+    result = trainer.fit()
+    if result.error is None and result.checkpoint is not None and not local:
+        from vlv_ray.train.checkpoint import export_trainable
+
+        print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)}", flush=True)
+    return result
