@@ -29,6 +29,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # explicit token instead of whatever ~/.ray/auth_token holds.
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+# Fake credentials for the local S3 server, set before the Ray head starts so that Ray
+# workers inherit them exactly as they would a cluster's instance credentials.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 def free_port() -> int:
@@ -137,3 +142,27 @@ def tiny_dataset(tmp_path_factory):
     synthetic.write_images(root / "img", n=64, seed=1)
     shards.prepare(str(root / "img"), str(root / "data"), shard_rows=16, progress=False)
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's standalone S3 server on 127.0.0.1 (random port), stopped by PID at the end."""
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="vlvmoto-")) / "moto.log"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_port(port, proc, log, timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_tree(proc, grace_s=5)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A fresh bucket on the local S3 server: (endpoint, bucket name)."""
+    import boto3
+
+    name = f"vlv-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return s3_endpoint, name

@@ -90,3 +90,17 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     assert all(torch.equal(exported[k], after[k]) for k in exported)
     # keep_last=2: step 2 was deleted once 4 and 6 existed.
     assert not (runs / "resume" / "step-00000002").exists()
+
+
+def test_local_mode_runs_the_loop_in_process_without_persisting(ray_head, tiny_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "vlv_ray.cli", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}",
+         f"storage_path={tmp_path / 'runs'}", "name=local", "max_steps=3", "--local"],
+        cwd=JOBS.parent, env={**os.environ, "RAY_ADDRESS": ray_head.address},
+        capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "step 3/3 | loss" in r.stdout + r.stderr and "done: step 3" in r.stdout
+    assert not (tmp_path / "runs" / "local").exists()  # debugging runs leave storage alone

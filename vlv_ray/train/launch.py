@@ -79,7 +79,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     job = cfg.to_dict(redact=False)
     job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
     job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
-    loop_config = {"job": job, **(extra_loop_config or {})}
+    loop_config = {"job": job, "local": local, **(extra_loop_config or {})}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,

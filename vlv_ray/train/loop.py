@@ -79,6 +79,19 @@ def epochs(shard, batch_size: int, collate) -> Iterator[tuple[int, dict]]:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's entry point on every worker."""
+    cfg: JobConfig = from_dict(loop_config["job"])
+    own_group = not torch.distributed.is_initialized()
+    if own_group:  # Ray Train's local mode (--local): a process group of one
+        _init_single_process_group()
+    try:
+        _train(cfg, loop_config)
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
 
@@ -86,9 +99,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from vlv_ray.train.metrics import MetricsLogger
     from vlv_ray.train.stages import build_stage
 
-    cfg: JobConfig = from_dict(loop_config["job"])
-    if not torch.distributed.is_initialized():  # Ray Train's local mode (--local): a group of one
-        _init_single_process_group()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
@@ -160,7 +170,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if hooks.get("sigterm_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             preempt.signal_self_for_test()
         stop = preempt.requested(world)
-        if stop or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
+        # Local mode (--local) is for debugging: Ray does not persist its checkpoints, so none is taken.
+        due = stop or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps
+        if due and loop_config.get("local"):
+            ray.train.report(metrics)
+        elif due:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
                      "config_hash": cfg.config_hash(), "world_size": world}
             checkpoint.save(engine, state, metrics, rank, cfg)
@@ -174,12 +188,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _init_single_process_group() -> None:
+    """A gloo group of one, with the torchrun-style variables DeepSpeed insists on."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(k, v)
+    torch.distributed.init_process_group("gloo", init_method="env://", rank=0, world_size=1)
 
 
 def _trace(hooks: dict, rank: int, step: int) -> None:

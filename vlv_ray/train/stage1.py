@@ -31,7 +31,10 @@ class Stage1:
     @staticmethod
     def collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
         # Ray Data's default collate cannot handle the string key column.
-        return {"image": torch.from_numpy(np.ascontiguousarray(batch["image"])), "key": list(batch["key"])}
+        images = np.ascontiguousarray(batch["image"])
+        if not images.flags.writeable:  # Ray hands out read-only views of its object store
+            images = images.copy()
+        return {"image": torch.from_numpy(images), "key": list(batch["key"])}
 
     def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         images = batch["image"].to(self.device, non_blocking=True)
