@@ -16,7 +16,7 @@ def tiny_job(dataset, runs, *overrides):
     return load_job(JOBS / "tiny.yaml", [f"data.uri={dataset}", f"storage_path={runs}", *overrides])
 
 
-def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset):
+def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeypatch):
     import deepspeed
     import torch.distributed as dist
 
@@ -24,7 +24,11 @@ def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset):
     from vlv_ray.train.stages import build_stage
 
     cfg = tiny_job(tiny_dataset, tmp_path, "scaling.num_workers=1")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29631", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    from conftest import free_port
+
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK="0").items():
+        monkeypatch.setenv(k, v)
     dist.init_process_group("gloo")
     try:
         stage = build_stage(cfg, torch.device("cpu"))

@@ -154,7 +154,11 @@ def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) 
     from safetensors.torch import save
 
     with ckpt.as_directory() as d:
-        states = torch.load(Path(d) / TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        # ZeRO-0/1/2 write mp_rank_00_model_states.pt; ZeRO-3 one per rank, zero_pp_rank_<r>_….
+        files = sorted((Path(d) / TAG).glob("*mp_rank_00_model_states.pt"), key=lambda f: len(f.name))
+        if not files:
+            raise RuntimeError(f"{ckpt.path}: no DeepSpeed model states under '{TAG}/'")
+        states = torch.load(files[0], map_location="cpu", weights_only=False)
         # The optimizer's parameters by name: no buffers, no tied aliases, no frozen weights.
         names = {n for group in states["param_shapes"] for n in group}
         if cfg.deepspeed.zero_stage == 0:

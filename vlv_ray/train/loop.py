@@ -196,7 +196,7 @@ def _init_single_process_group() -> None:
         port = s.getsockname()[1]
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        os.environ.setdefault(k, v)
+        os.environ[k] = v  # not setdefault: a stale MASTER_PORT would collide
     torch.distributed.init_process_group("gloo", init_method="env://", rank=0, world_size=1)
 
 
