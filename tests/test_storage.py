@@ -44,3 +44,57 @@ def test_atomic_write_and_json_round_trip(tmp_path):
 def test_redact_masks_secret_env_values(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
     assert storage.redact("key=s3cr3t-value;") == "key=***;"
+
+
+def test_malformed_uris_are_one_line_errors():
+    with pytest.raises(storage.StorageError, match=r"file://data/x: file:// URIs take an absolute path"):
+        storage.resolve("file://data/x")
+    for uri in ("s3://", "s3:///key", "gs://"):
+        with pytest.raises(storage.StorageError, match="no bucket") as e:
+            storage.resolve(uri)
+        assert uri in str(e.value) and "\n" not in str(e.value)
+
+
+def test_join_keeps_scheme_and_treats_parts_as_relative(tmp_path):
+    assert storage.join("s3://b/ds/", "shard-0.parquet") == "s3://b/ds/shard-0.parquet"
+    assert storage.join("s3://b/ds", "/runs", "x") == "s3://b/ds/runs/x"
+    assert storage.join(str(tmp_path), "/m.json") == str(tmp_path / "m.json")
+
+
+def test_failed_atomic_write_keeps_old_content_and_no_temp(tmp_path):
+    uri = str(tmp_path / "m.json")
+    storage.write_bytes_atomic(uri, b"old")
+    with pytest.raises(TypeError):
+        storage.write_bytes_atomic(uri, "not bytes")  # fails inside the write
+    assert (tmp_path / "m.json").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    storage.delete(uri)
+    storage.delete(uri)  # already gone: not an error
+    assert not storage.exists(uri)
+
+
+def test_redact_masks_gcp_credentials_file_contents(tmp_path, monkeypatch):
+    import json
+
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEabc\n-----END PRIVATE KEY-----\n"
+    creds = tmp_path / "sa.json"
+    creds.write_text(json.dumps({"type": "service_account", "private_key": key,
+                                 "private_key_id": "abcd1234", "client_email": "me@x.iam"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
+    text = f"raw {key} escaped {json.dumps(key)} id abcd1234 by me@x.iam"
+    out = storage.redact(text)
+    assert "MIIEabc" not in out and "abcd1234" not in out
+    assert "me@x.iam" in out  # not a secret: logs stay readable
+
+
+def test_s3_round_trip_on_a_real_endpoint(s3_bucket, monkeypatch):
+    endpoint, bucket = s3_bucket
+    root = f"s3://{bucket}/ds"
+    storage.write_json_atomic(storage.join(root, "m.json"), {"a": 1}, endpoint_url=endpoint)
+    storage.write_bytes_atomic(storage.join(root, "x.bin"), b"\x00" * 10, endpoint_url=endpoint)
+    assert storage.read_json(f"{root}/m.json", endpoint_url=endpoint) == {"a": 1}
+    assert storage.list_files(root, ".json", endpoint_url=endpoint) == [f"{root}/m.json"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # how a cluster's runtime_env would pass it
+    assert storage.exists(f"{root}/x.bin") and not storage.exists(f"{root}/nope")
+    with pytest.raises(FileNotFoundError, match=f"s3://{bucket}/ds/nope"):
+        storage.read_bytes(f"{root}/nope")

@@ -4,10 +4,11 @@ Everything is `pyarrow.fs`: Ray Data's `read_parquet`, Ray Train's `RunConfig` a
 shard writer all accept a pyarrow filesystem, so one object serves data, checkpoints
 and manifests. Credentials come only from the environment (pyarrow reads the usual
 `AWS_*` variables and GCP application-default credentials); they are never arguments,
-never logged.
+never logged, and never baked into the filesystem object that Ray pickles to workers.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -20,6 +21,8 @@ import pyarrow.fs as pafs
 
 SCHEMES = ("local path", "file://", "s3://", "gs://")
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
+# Fields of a GCP credentials JSON that must never reach a log.
+GCP_SECRET_FIELDS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
 
 class StorageError(ValueError):
@@ -33,13 +36,18 @@ def resolve(uri: str, *, endpoint_url: str | None = None,
         raise StorageError("empty storage URI; expected a local path, file://, s3:// or gs://")
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
-    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] == ":\\"):
-        path = parsed.path if scheme == "file" else uri
-        return pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
-    if scheme == "s3":
-        return _s3(endpoint_url, region), f"{parsed.netloc}{parsed.path}".rstrip("/")
-    if scheme in ("gs", "gcs"):
-        return pafs.GcsFileSystem(), f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):  # C:\data is a path
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"{uri}: file:// URIs take an absolute path (file:///abs/path), "
+                               f"not a host '{parsed.netloc}'")
+        return pafs.LocalFileSystem(), str(Path(parsed.path).resolve())
+    if scheme in ("s3", "gs", "gcs"):
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: no bucket; expected {scheme}://BUCKET/PREFIX")
+        path = f"{parsed.netloc}{parsed.path}".rstrip("/")
+        return (_s3(endpoint_url, region) if scheme == "s3" else pafs.GcsFileSystem()), path
     raise StorageError(f"{uri}: unsupported scheme '{scheme}://'; expected one of {', '.join(SCHEMES)}")
 
 
@@ -48,16 +56,18 @@ def _s3(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     kw: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10)}
     if endpoint:
-        parsed = urlparse(endpoint)
-        kw["endpoint_override"] = parsed.netloc or parsed.path
-        kw["scheme"] = parsed.scheme or "https"
-        region = region or "us-east-1"  # S3-compatible stores ignore it, but pyarrow wants one
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kw["endpoint_override"] = parsed.netloc
+        kw["scheme"] = parsed.scheme  # http for a local MinIO/moto, https otherwise
+        region = region or "us-east-1"  # S3-compatible stores ignore it, but the SDK wants one
     if region:
         kw["region"] = region
     return pafs.S3FileSystem(**kw)
 
 
 def join(uri: str, *parts: str) -> str:
+    """`uri` / parts, keeping the scheme. Parts are relative: leading slashes are dropped."""
+    parts = tuple(p.lstrip("/") for p in parts)
     if "://" in uri:
         return posixpath.join(uri.rstrip("/"), *parts)
     return str(Path(uri, *parts))
@@ -69,6 +79,7 @@ def exists(uri: str, **kw) -> bool:
 
 
 def read_bytes(uri: str, **kw) -> bytes:
+    """The whole object; FileNotFoundError naming the URI (not the inner path) if absent."""
     fs, path = resolve(uri, **kw)
     try:
         with fs.open_input_stream(path) as f:
@@ -80,21 +91,35 @@ def read_bytes(uri: str, **kw) -> bytes:
 def write_bytes_atomic(uri: str, data: bytes, **kw) -> None:
     """Readers see the old object or the whole new one, never a prefix.
 
-    Object stores give that for a single PUT; on a local disk we write a temporary file
-    and rename it over the target.
+    Object stores give that for a single PUT (and for a multipart upload, which only
+    appears when completed; pyarrow does not complete one whose parts failed). On a local
+    disk we write a temporary file next to the target and rename it over the target.
     """
     fs, path = resolve(uri, **kw)
     if isinstance(fs, pafs.LocalFileSystem):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def delete(uri: str, **kw) -> None:
+    """Remove one file; a file that is already gone is not an error."""
+    fs, path = resolve(uri, **kw)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def read_json(uri: str, **kw) -> Any:
@@ -106,6 +131,7 @@ def write_json_atomic(uri: str, obj: Any, **kw) -> None:
 
 
 def list_files(uri: str, suffix: str = "", **kw) -> list[str]:
+    """URIs of the files directly under `uri` whose names end with `suffix`, sorted."""
     fs, path = resolve(uri, **kw)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return []
@@ -115,9 +141,41 @@ def list_files(uri: str, suffix: str = "", **kw) -> list[str]:
 
 
 def redact(text: str) -> str:
-    """Mask the values of secret environment variables wherever they appear in `text`."""
-    for name in SECRET_ENV:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
+    """Mask secret values from the environment wherever they appear in `text`.
+
+    Covers the AWS and wandb keys, and the secret fields of the GCP credentials file
+    that GOOGLE_APPLICATION_CREDENTIALS points at (or holds inline, as some CI does).
+    """
+    secrets = [os.environ.get(name) for name in SECRET_ENV]
+    gcp = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if gcp:
+        secrets += _gcp_secrets(gcp, _mtime(gcp))
+    # Longest first, so a secret that contains another is masked whole.
+    for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "***")
     return text
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return 0.0
+
+
+@functools.lru_cache(maxsize=4)
+def _gcp_secrets(value: str, mtime: float) -> tuple[str, ...]:
+    """Secret strings of a GCP credentials JSON; cached per (path, mtime): logging calls often."""
+    try:
+        raw = value if value.lstrip().startswith("{") else Path(value).read_text()
+        creds = json.loads(raw)
+    except (OSError, ValueError):
+        return ()
+    if not isinstance(creds, dict):
+        return ()
+    found = [str(creds[k]) for k in GCP_SECRET_FIELDS if creds.get(k)]
+    # A private key is multi-line: it may appear in text raw or JSON-escaped.
+    found += [json.dumps(s)[1:-1] for s in found]
+    if value.lstrip().startswith("{"):
+        found.append(value)
+    return tuple(found)

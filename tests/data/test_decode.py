@@ -40,7 +40,18 @@ def test_exif_orientation_is_honoured():
     assert np.abs(out.astype(int) - rotated.astype(int)).mean() < 3
 
 
-def test_large_jpeg_reduced_decode_matches_full_decode():
+def test_large_jpeg_reduced_decode_matches_full_decode(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real_draft(self, mode, size)
+        drafts.append(self.size)  # the size libjpeg will actually decode at
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     big = Image.fromarray(base).resize((2048, 1536), Image.Resampling.BICUBIC)
@@ -51,6 +62,10 @@ def test_large_jpeg_reduced_decode_matches_full_decode():
     ref = np.asarray(full.resize((64, 64), Image.Resampling.BICUBIC, box=(256, 0, 1792, 1536)))
     assert fast.shape == (64, 64, 3)
     assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 2  # measured 0.59 / 255
+    assert drafts[0] == (256, 192)  # 1/8-scale DCT decode: 192 px, still above the 64 px target
+    drafts.clear()
+    decode_image(encode(Image.new("RGB", (100, 80)), "JPEG"), 64)
+    assert drafts == []  # under 2x the target: a full decode, no draft
 
 
 def test_garbage_and_bombs_raise_bad_image():
@@ -74,3 +89,32 @@ def test_decode_batch_drops_bad_rows_and_names_them():
     assert rejects == [("b", "corrupt")]
     assert list(out["key"]) == ["a", "c"] and list(out["caption"]) == ["x", "z"]
     assert out["image"].shape == (2, 8, 8, 3) and out["image"][:, :, :, 1].min() > 150  # never zeros
+
+
+def test_pil_bomb_guard_is_reported_as_bomb(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above 2x this at open
+    with pytest.raises(BadImage) as e:
+        decode_image(encode(Image.new("RGB", (100, 100))), 16)
+    assert e.value.reason == "bomb"
+
+
+def test_unusable_exif_keeps_the_image(monkeypatch):
+    from PIL import ImageOps
+
+    def broken(im):
+        raise SyntaxError("bad EXIF IFD")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    out = decode_image(encode(Image.new("RGB", (30, 20), (0, 0, 250)), "JPEG"), 10)
+    assert out.shape == (10, 10, 3) and out[..., 2].min() > 200
+
+
+def test_decode_batch_keeps_column_dtypes_and_handles_all_bad():
+    good = encode(Image.new("RGB", (20, 20)))
+    batch = {"key": np.array(["a", "b"], dtype=object), "image": np.array([b"x", good], dtype=object),
+             "width": np.array([20, 20], dtype=np.int32)}
+    out, rejects = decode_batch(batch, 8)
+    assert out["width"].dtype == np.int32 and out["width"].tolist() == [20]
+    out, rejects = decode_batch({"key": batch["key"], "image": np.array([b"x", b"y"], dtype=object)}, 8)
+    assert out["image"].shape == (0, 8, 8, 3) and out["key"].shape == (0,)
+    assert rejects == [("a", "corrupt"), ("b", "corrupt")]

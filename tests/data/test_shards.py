@@ -97,3 +97,123 @@ def test_empty_or_missing_source_is_one_line(tmp_path, make, message):
     with pytest.raises(shards.DataError, match=message) as e:
         shards.prepare(str(src), str(tmp_path / "out"))
     assert str(src) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_check_image_catches_truncation_and_bombs():
+    import io
+
+    from PIL import Image
+
+    def enc(fmt):
+        buf = io.BytesIO()
+        Image.effect_noise((64, 64), 40).convert("RGB").save(buf, fmt)
+        return buf.getvalue()
+
+    jpg, png = enc("JPEG"), enc("PNG")
+    assert shards.check_image(jpg, 0, None) == (64, 64) and shards.check_image(png, 0, None) == (64, 64)
+    assert shards.check_image(jpg[: len(jpg) // 2], 0, None) == "corrupt"  # verify() alone misses this
+    assert shards.check_image(png[: len(png) - 30], 0, None) == "corrupt"
+    assert shards.check_image(png, 0, None, max_pixels=32 * 32) == "bomb"
+
+
+def test_duplicate_keys_and_caption_forms(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=3, seed=0)
+    (tmp_path / "img" / "img-00000.jpg").write_bytes((tmp_path / "img" / "img-00001.jpg").read_bytes())
+    (tmp_path / "c.jsonl").write_text('{"key": "img-00001.jpg", "caption": "with extension"}\n'
+                                      '{"key": "img-00002", "caption": null}\n')
+    m = shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), captions=str(tmp_path / "c.jsonl"), progress=False)
+    assert m["rejected"] == {"duplicate_key": 1} and m["captioned"] == 1
+    rows = {r["key"]: r for r in shards.iter_rows(str(tmp_path / "ds"))}
+    assert rows["img-00000"]["source"].endswith("img-00000.jpg")  # first in sorted order wins
+    assert rows["img-00001"]["caption"] == "with extension" and rows["img-00002"]["caption"] is None
+    (tmp_path / "none.csv").write_text("key,caption\nnot-a-key,hello\n")
+    with pytest.raises(shards.DataError, match=r"none\.csv: no caption key matches an image key .*'img-00000'"):
+        shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds2"), captions=str(tmp_path / "none.csv"), progress=False)
+
+
+def test_progress_lines_go_to_stderr_one_per_shard(tmp_path, capsys):
+    synthetic.write_images(tmp_path / "img", n=7, seed=0)
+    shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), shard_rows=3)
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert out.out == "" and len(lines) == 3
+    assert lines[0].startswith("[prepare] shard 0: 3 rows, 3/7 files,") and "img/s, ETA" in lines[0]
+
+
+def test_rerun_of_a_finished_dataset_is_a_no_op_until_inputs_change(tmp_path, monkeypatch):
+    synthetic.write_images(tmp_path / "img", n=12, seed=0)
+    src, dest = str(tmp_path / "img"), str(tmp_path / "ds")
+    first = shards.prepare(src, dest, shard_rows=5, progress=False)
+    calls = []
+    real_write = shards._write_shard
+    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
+    assert shards.prepare(src, dest, shard_rows=5, progress=False) == first and calls == []
+    synthetic.write_images(tmp_path / "img" / "more", n=4, seed=9)
+    second = shards.prepare(src, dest, shard_rows=5, progress=False)
+    assert calls == [0, 1, 2, 3] and second["rows"] == 16
+    assert shards.inspect(dest)["integrity"]["ok"]
+
+
+def test_progress_from_other_options_is_not_reused(tmp_path, monkeypatch):
+    synthetic.write_images(tmp_path / "img", n=12, seed=0)
+    src, dest = str(tmp_path / "img"), str(tmp_path / "ds")
+    real_write_json = shards.storage.write_json_atomic
+
+    def no_manifest(uri, obj, **kw):  # a crash just before the manifest: every shard recorded
+        if uri.endswith(shards.MANIFEST):
+            raise KeyboardInterrupt("simulated crash")
+        real_write_json(uri, obj, **kw)
+
+    monkeypatch.setattr(shards.storage, "write_json_atomic", no_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        shards.prepare(src, dest, shard_rows=4, progress=False)
+    with pytest.raises(shards.DataError, match="did not finish .* run it again to resume"):
+        shards.load_manifest(dest)
+    monkeypatch.setattr(shards.storage, "write_json_atomic", real_write_json)
+    m = shards.prepare(src, dest, shard_rows=6, progress=False)  # other options: start over
+    assert [s["rows"] for s in m["shards"]] == [6, 6]
+
+
+def test_inspect_table_and_row_count_check(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=9, seed=0, corrupt=1)
+    shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), shard_rows=3, progress=False)
+    mpath = tmp_path / "ds" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["shards"][1]["rows"] = 4  # hash still matches: only the row check can see this
+    mpath.write_text(json.dumps(m))
+    r = shards.inspect(str(tmp_path / "ds"))
+    assert r["integrity"]["problems"] == [{"path": "shard-00001.parquet", "problem": "3 rows, manifest says 4"}]
+    table = shards.format_inspect(r).splitlines()
+    assert table[1].split() == ["shard", "rows", "MB", "status"]
+    assert table[2].split()[:2] == ["shard-00000.parquet", "3"] and table[2].endswith("ok")
+    assert "rejected: corrupt=1" in table and "integrity: FAILED (1 shards)" in table
+    folded = shards.format_inspect(r, max_rows=1)  # the problem shard stays, the ok one folds
+    assert "shard-00001.parquet" in folded and "shard-00002" not in folded and "… 1 more shards, all ok" in folded
+
+
+def test_malformed_manifest_is_a_one_line_error(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "rows": 0}))
+    with pytest.raises(shards.DataError, match=r"manifest\.json: missing key 'shards'"):
+        shards.load_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "shards": [{"path": "a"}]}))
+    with pytest.raises(shards.DataError, match=r"shards\[0\]: expected path, rows, bytes and sha256"):
+        shards.load_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(shards.DataError, match="not valid JSON"):
+        shards.load_manifest(str(tmp_path))
+
+
+def test_prepare_and_inspect_on_s3(tmp_path, s3_bucket, monkeypatch):
+    endpoint, bucket = s3_bucket
+    synthetic.write_images(tmp_path / "img", n=7, seed=4, corrupt=1)
+    uri = f"s3://{bucket}/ds"
+    m = shards.prepare(str(tmp_path / "img"), uri, shard_rows=4, progress=False, endpoint_url=endpoint)
+    assert [s["rows"] for s in m["shards"]] == [4, 3] and m["rejected"] == {"corrupt": 1}
+    calls = []
+    real_write = shards._write_shard
+    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
+    assert shards.prepare(str(tmp_path / "img"), uri, shard_rows=4, progress=False, endpoint_url=endpoint) == m
+    assert calls == []  # finished and unchanged: nothing rewritten
+    r = shards.inspect(uri, endpoint_url=endpoint)
+    assert r["integrity"]["ok"] and r["rows"] == 7
+    assert shards.shard_uris(uri, m) == [f"{uri}/shard-00000.parquet", f"{uri}/shard-00001.parquet"]

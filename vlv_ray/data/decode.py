@@ -4,6 +4,10 @@ Fast path for large JPEGs: PIL's `draft` asks libjpeg to decode at 1/2, 1/4 or 1
 scale (DCT scaling), so a 2048 px photo headed for 384 px costs a fraction of a full
 decode. Then EXIF orientation, any mode to RGB, an exact resize of the shorter side and a
 centre crop. A row that cannot be used raises `BadImage`; callers drop and count it.
+
+Reasons are short strings: "corrupt" (cannot be decoded) and "bomb" (more pixels than
+`max_pixels`, or than PIL's own guard, 2 x `Image.MAX_IMAGE_PIXELS`; the lower wins).
+Too-small and odd-aspect images are filtered once, at `data prepare`, not per epoch here.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ MAX_PIXELS = 1 << 28  # ~268 MP: anything larger is refused as a decompression b
 
 
 class BadImage(ValueError):
+    """An image row that cannot be used; `reason` is what gets counted."""
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
@@ -37,8 +43,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, resolution: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image → RGB uint8 [resolution, resolution, 3]: shorter side resized, centre crop."""
     try:
         im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise BadImage("bomb") from None
     except Exception:
         raise BadImage("corrupt") from None
     w, h = im.size
@@ -49,7 +58,10 @@ def decode_image(data: bytes, resolution: int, max_pixels: int = MAX_PIXELS) -> 
         if im.format == "JPEG" and min(w, h) >= 2 * resolution:
             scale = min(w, h) / resolution
             im.draft("RGB", (int(w / scale * 1.0001) + 1, int(h / scale * 1.0001) + 1))
-        im = ImageOps.exif_transpose(im)
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:
+            im.load()  # a malformed EXIF block: keep the pixels, unrotated, rather than lose the row
         im = _to_rgb(im)
         w, h = im.size
         # Resize only the centre square (resize's `box`): cropping first saves the work
@@ -71,7 +83,10 @@ def decode_image(data: bytes, resolution: int, max_pixels: int = MAX_PIXELS) -> 
 
 def decode_batch(batch: dict[str, Any], resolution: int) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """Decode a Ray Data numpy batch; return (good rows, [(key, reason) of dropped rows])."""
-    keys, images, keep, out, rejects = batch["key"], batch["image"], [], [], []
+    keys, images = batch["key"], batch["image"]
+    keep: list[int] = []
+    out: list[np.ndarray] = []
+    rejects: list[tuple[str, str]] = []
     for i, (key, data) in enumerate(zip(keys, images)):
         try:
             out.append(decode_image(bytes(data), resolution))
@@ -80,7 +95,8 @@ def decode_batch(batch: dict[str, Any], resolution: int) -> tuple[dict[str, np.n
             rejects.append((str(key), e.reason))
     good = {"key": np.asarray([str(keys[i]) for i in keep], dtype=object),
             "image": np.stack(out) if out else np.zeros((0, resolution, resolution, 3), np.uint8)}
+    idx = np.asarray(keep, dtype=np.int64)
     for col in batch:
-        if col not in ("key", "image"):
-            good[col] = np.asarray([batch[col][i] for i in keep], dtype=object)
+        if col not in ("key", "image"):  # caption etc. ride along, dtype kept
+            good[col] = np.asarray(batch[col])[idx]
     return good, rejects

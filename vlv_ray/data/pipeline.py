@@ -6,8 +6,10 @@ dropped (never replaced by zeros) and counted in the decode tasks' log output.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,17 +34,42 @@ def shard_paths(data_uri: str, *, endpoint_url: str | None = None, region: str |
     return fs, paths, manifest
 
 
-def decode_images(batch: dict[str, np.ndarray], resolution: int) -> dict[str, np.ndarray]:
-    """A `map_batches` function: bytes → uint8 [n, res, res, 3]; bad rows dropped."""
+def decode_images(batch: dict[str, np.ndarray], resolution: int, rejects_uri: str | None = None,
+                  storage_kw: dict | None = None) -> dict[str, np.ndarray]:
+    """A `map_batches` function: bytes → uint8 [n, res, res, 3]; bad rows dropped, never zeroed.
+
+    Each dropped row's key and reason go to `<rejects_uri>/part-<uuid>.jsonl` (one small
+    object per batch that had any), so nothing is lost silently and the run can count them.
+    """
     from vlv_ray.data.decode import decode_batch
 
     good, rejects = decode_batch(batch, resolution)
     for key, reason in rejects:
         print(f"[vlv-ray] dropped row key={key!r}: {reason}", file=sys.stderr, flush=True)
+    if rejects and rejects_uri:
+        lines = "".join(json.dumps({"key": k, "reason": r}) + "\n" for k, r in rejects)
+        storage.write_bytes_atomic(storage.join(rejects_uri, f"part-{uuid.uuid4().hex}.jsonl"),
+                                   lines.encode(), **(storage_kw or {}))
     return good
 
 
-def build_dataset(cfg: "JobConfig", *, data_uri: str):
+def count_rejects(rejects_uri: str, **kw) -> dict[str, int]:
+    """Distinct rows dropped during training, by reason.
+
+    Every epoch decodes the same bad row again, so rows are counted once by key.
+    """
+    reason_of: dict[str, str] = {}
+    for part in storage.list_files(rejects_uri, ".jsonl", **kw):
+        for line in storage.read_bytes(part, **kw).decode().splitlines():
+            rec = json.loads(line)
+            reason_of[rec["key"]] = rec["reason"]
+    counts: dict[str, int] = {}
+    for reason in reason_of.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def build_dataset(cfg: "JobConfig", *, data_uri: str, rejects_uri: str | None = None):
     import ray.data
 
     fs, paths, _ = shard_paths(data_uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
@@ -52,7 +79,8 @@ def build_dataset(cfg: "JobConfig", *, data_uri: str):
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
     return ds.map_batches(
         decode_images,
-        fn_kwargs={"resolution": cfg.data.resolution},
+        fn_kwargs={"resolution": cfg.data.resolution, "rejects_uri": rejects_uri,
+                   "storage_kw": {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}},
         batch_format="numpy",
         batch_size=64,
         num_cpus=cfg.data.decode_cpus,

@@ -2,9 +2,10 @@
 
 A dataset is a folder (any storage URI) of `shard-00000.parquet`, … plus `manifest.json`.
 Readers trust only the manifest, and the manifest is written last, so a half-written
-shard is never read. While preparing, each shard is written, read back and hashed, then
-recorded in `_progress.json`; a re-run after a crash reuses every recorded shard whose
-bytes still hash the same and continues from the next source file.
+shard is never read. While preparing, each shard is written under its final name, read
+back and hashed, then recorded in `_progress.json`; a re-run after a crash reuses every
+recorded shard whose bytes still hash the same and continues from the next source file.
+The final manifest replaces `_progress.json`.
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypedDict
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
 from vlv_ray import storage
+from vlv_ray.data.decode import MAX_PIXELS
 
 SCHEMA_VERSION = 1
 SHARD_SCHEMA = pa.schema([
@@ -40,6 +43,28 @@ class DataError(ValueError):
     """A dataset or source that cannot be used, named in the message."""
 
 
+class ShardRecord(TypedDict):
+    path: str  # relative to the dataset folder
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class _ManifestRequired(TypedDict):
+    schema_version: int
+    created_by: str
+    shards: list[ShardRecord]
+    rows: int
+    bytes: int
+    filters: dict[str, Any]
+    rejected: dict[str, int]  # reason → rows never written
+
+
+class Manifest(_ManifestRequired, total=False):
+    captioned: int  # rows with a caption
+    inputs_sha256: str  # source file names + sizes + options: a re-run with the same inputs is a no-op
+
+
 # ---------------------------------------------------------------------------- reading sources
 
 
@@ -55,40 +80,59 @@ def _list_images(src: Path) -> list[Path]:
 
 
 def load_captions(path: str | None) -> dict[str, str]:
-    """key → caption from JSONL ({"key", "caption"} per line) or CSV (key,caption)."""
+    """key → caption from JSONL ({"key", "caption"} per line) or CSV (key,caption), any URI."""
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such captions file")
+    try:
+        text = storage.read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such captions file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     out: dict[str, str] = {}
-    if p.suffix.lower() == ".csv":
-        with p.open(newline="") as f:
-            for i, row in enumerate(csv.reader(f), 1):
-                if i == 1 and row[:2] == ["key", "caption"]:
-                    continue
-                if len(row) < 2:
-                    raise DataError(f"{p}: row {i}: expected key,caption")
-                out[row[0]] = row[1]
+    if path.lower().endswith(".csv"):
+        for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+            if not row or (i == 1 and [c.strip().lower() for c in row[:2]] == ["key", "caption"]):
+                continue
+            if len(row) < 2:
+                raise DataError(f"{path}: row {i}: expected key,caption")
+            out[row[0]] = row[1]
         return out
-    for i, line in enumerate(p.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            out[str(rec["key"])] = str(rec["caption"])
+            key, caption = rec["key"], rec["caption"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"{p}: line {i}: expected a JSON object with 'key' and 'caption'") from None
+            raise DataError(f"{path}: line {i}: expected a JSON object with 'key' and 'caption'") from None
+        if caption is None:
+            continue  # an explicit null means "no caption", not the string "None"
+        if not isinstance(caption, str):
+            raise DataError(f"{path}: line {i}: caption must be a string, got {type(caption).__name__}")
+        out[str(key)] = caption
     return out
 
 
-def check_image(data: bytes, min_side: int, max_aspect: float | None) -> tuple[int, int] | str:
-    """(width, height) of a usable image, or the reason it is rejected."""
+def check_image(data: bytes, min_side: int, max_aspect: float | None,
+                max_pixels: int = MAX_PIXELS) -> tuple[int, int] | str:
+    """(width, height) of a usable image, or the reason it is rejected.
+
+    Cheap but real checks: JPEG is decoded at 1/8 scale (catches truncation, which
+    `verify()` does not see), PNG's chunk CRCs are verified, anything else is decoded.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-            im.draft("RGB", (64, 64))  # decode at reduced scale: catches truncation cheaply
-            im.load()
+            if w * h > max_pixels:
+                return "bomb"
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                im.load()
+            elif im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
     except Image.DecompressionBombError:
         return "bomb"
     except Exception:
@@ -100,10 +144,21 @@ def check_image(data: bytes, min_side: int, max_aspect: float | None) -> tuple[i
     return w, h
 
 
+def _inputs_digest(src: Path, files: list[Path], options: dict[str, Any], captions: str | None) -> str:
+    """What a finished dataset was made from. Names and sizes only: hashing every image
+    would cost as much as preparing again."""
+    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for f in files:
+        h.update(f"{_rel(f, src)}\t{f.stat().st_size}\n".encode())
+    if captions is not None:
+        h.update(hashlib.sha256(storage.read_bytes(captions)).digest())
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------- writing
 
 
-def _write_shard(dest: str, index: int, rows: list[dict], kw: dict) -> dict[str, Any]:
+def _write_shard(dest: str, index: int, rows: list[dict], kw: dict) -> ShardRecord:
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="none")  # images are already compressed
@@ -121,69 +176,135 @@ def _write_shard(dest: str, index: int, rows: list[dict], kw: dict) -> dict[str,
 
 def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 256 << 20,
             min_side: int = 0, max_aspect: float | None = None, captions: str | None = None,
-            progress: bool = True, **kw) -> dict[str, Any]:
-    """A folder of images → parquet shards + manifest in `dest`. Returns the manifest."""
+            progress: bool = True, **kw) -> Manifest:
+    """A folder of images → parquet shards + manifest in `dest`. Returns the manifest.
+
+    `kw` (endpoint_url, region) go to `storage.resolve` for `dest`. A shard closes at
+    `shard_rows` rows or `shard_bytes` of image bytes, whichever comes first.
+    """
     if shard_rows < 1:
         raise DataError(f"--shard-rows: got {shard_rows}, expected at least 1")
+    if min_side < 0:
+        raise DataError(f"--min-side: got {min_side}, expected 0 or more")
     if max_aspect is not None and max_aspect < 1:
         raise DataError(f"--max-aspect: got {max_aspect}, expected at least 1")
     src_path = Path(src)
     files = _list_images(src_path)
     caption_of = load_captions(captions)
+    if caption_of and not any(_key(f, src_path) in caption_of or _rel(f, src_path) in caption_of for f in files):
+        raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
+                        f"'{_key(files[0], src_path)}': the path under SRC without extension)")
     filters = {"min_side": min_side, "max_aspect": max_aspect, "captions": captions is not None}
+    inputs = _inputs_digest(src_path, files, {**filters, "shard_rows": shard_rows,
+                                              "shard_bytes": shard_bytes}, captions)
 
-    done = _resume_state(dest, filters, kw)
-    shards, rejected = done["shards"], dict(done["rejected"])
-    start = done["next_file"]
-    if start and progress:
-        print(f"[prepare] resuming: {len(shards)} complete shards, from file {start}/{len(files)}", file=sys.stderr)
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[prepare] {msg}", file=sys.stderr, flush=True)
 
+    finished = _finished_manifest(dest, inputs, kw)
+    if finished is not None:
+        say(f"{dest}: up to date ({finished['rows']} rows); delete its manifest.json to rebuild")
+        return finished
+    # Shards are about to be rewritten under the same names: take down any old manifest
+    # first, so no reader trusts it while they change.
+    storage.delete(storage.join(dest, MANIFEST), **kw)
+
+    state = _resume_state(dest, inputs, kw)
+    shards: list[ShardRecord] = state["shards"]
+    rejected: dict[str, int] = dict(state["rejected"])
+    captioned, start = state["captioned"], state["next_file"]
+    if start:
+        say(f"resuming: {len(shards)} complete shards, from file {start}/{len(files)}")
+
+    seen_keys = {_key(f, src_path) for f in files[:start]}
     rows: list[dict] = []
-    size = 0
-    t0, seen = time.time(), 0
+    size, t0 = 0, time.time()
     for i in range(start, len(files)):
-        f = files[i]
-        data = f.read_bytes()
-        checked = check_image(data, min_side, max_aspect)
-        seen += 1
-        if isinstance(checked, str):
-            rejected[checked] = rejected.get(checked, 0) + 1
+        key = _key(files[i], src_path)
+        row = "duplicate_key" if key in seen_keys else _row(files[i], src_path, min_side, max_aspect, caption_of)
+        seen_keys.add(key)  # a.jpg and a.png: the first in sorted order wins, whatever becomes of it
+        if isinstance(row, str):
+            rejected[row] = rejected.get(row, 0) + 1
         else:
-            key = f.relative_to(src_path).with_suffix("").as_posix()
-            rows.append({"key": key, "image": data, "width": checked[0], "height": checked[1],
-                         "source": str(f), "caption": caption_of.get(key)})
-            size += len(data)
-        last = i == len(files) - 1
-        if rows and (len(rows) >= shard_rows or size >= shard_bytes or last):
+            rows.append(row)
+            size += len(row["image"])
+            captioned += row["caption"] is not None
+        if rows and (len(rows) >= shard_rows or size >= shard_bytes or i == len(files) - 1):
             shards.append(_write_shard(dest, len(shards), rows, kw))
             rows, size = [], 0
             storage.write_json_atomic(storage.join(dest, PROGRESS), {
-                "filters": filters, "shards": shards, "rejected": rejected, "next_file": i + 1}, **kw)
-            if progress:
-                rate = seen / max(time.time() - t0, 1e-6)
-                eta = (len(files) - i - 1) / rate
-                print(f"[prepare] shard {len(shards) - 1}: {shards[-1]['rows']} rows, "
-                      f"{i + 1}/{len(files)} files, {rate:.0f} img/s, ETA {eta:.0f}s", file=sys.stderr)
+                "inputs_sha256": inputs, "shards": shards, "rejected": rejected,
+                "captioned": captioned, "next_file": i + 1}, **kw)
+            rate = (i + 1 - start) / max(time.time() - t0, 1e-6)
+            say(f"shard {len(shards) - 1}: {shards[-1]['rows']} rows, {i + 1}/{len(files)} files, "
+                f"{rate:.0f} img/s, ETA {(len(files) - i - 1) / rate:.0f}s")
     if not shards:
         raise DataError(f"{src}: every image was rejected ({_fmt_counts(rejected)})")
-    manifest = {
+    manifest: Manifest = {
         "schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": shards,
         "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
-        "filters": filters, "rejected": rejected,
+        "filters": filters, "rejected": rejected, "captioned": captioned, "inputs_sha256": inputs,
     }
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
-    _delete(storage.join(dest, PROGRESS), kw)
+    storage.delete(storage.join(dest, PROGRESS), **kw)
     return manifest
 
 
-def _resume_state(dest: str, filters: dict, kw: dict) -> dict[str, Any]:
-    fresh = {"shards": [], "rejected": {}, "next_file": 0}
+def _key(f: Path, src: Path) -> str:
+    return f.relative_to(src).with_suffix("").as_posix()
+
+
+def _rel(f: Path, src: Path) -> str:
+    return f.relative_to(src).as_posix()
+
+
+def _row(f: Path, src: Path, min_side: int, max_aspect: float | None,
+         caption_of: dict[str, str]) -> dict[str, Any] | str:
+    """One shard row for image file `f`, or the reason it is rejected."""
+    try:
+        data = f.read_bytes()
+    except OSError:
+        return "unreadable"
+    checked = check_image(data, min_side, max_aspect)
+    if isinstance(checked, str):
+        return checked
+    key = _key(f, src)
+    caption = caption_of.get(key, caption_of.get(_rel(f, src)))  # caption keys with extension work too
+    return {"key": key, "image": data, "width": checked[0], "height": checked[1],
+            "source": str(f), "caption": caption}
+
+
+def _finished_manifest(dest: str, inputs: str, kw: dict) -> Manifest | None:
+    """The existing manifest if it was made from these same inputs and its shards are all there."""
+    uri = storage.join(dest, MANIFEST)
+    if not storage.exists(uri, **kw):
+        return None
+    try:
+        manifest = storage.read_json(uri, **kw)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or manifest.get("inputs_sha256") != inputs:
+        return None
+    fs, _ = storage.resolve(dest, **kw)
+    for s in manifest.get("shards", []):
+        info = fs.get_file_info(storage.resolve(storage.join(dest, s["path"]), **kw)[1])
+        if info.type != pafs.FileType.File or info.size != s["bytes"]:
+            return None
+    return manifest
+
+
+def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
+    fresh = {"shards": [], "rejected": {}, "captioned": 0, "next_file": 0}
     uri = storage.join(dest, PROGRESS)
     if not storage.exists(uri, **kw):
         return fresh
-    state = storage.read_json(uri, **kw)
-    if state.get("filters") != filters:
-        return fresh  # different options: start over rather than mix shards
+    try:
+        state = storage.read_json(uri, **kw)
+    except ValueError:
+        return fresh
+    if state.get("inputs_sha256") != inputs:
+        return fresh  # other files or options: start over rather than mix shards
     for s in state["shards"]:  # every recorded shard must still be intact
         try:
             data = storage.read_bytes(storage.join(dest, s["path"]), **kw)
@@ -194,14 +315,6 @@ def _resume_state(dest: str, filters: dict, kw: dict) -> dict[str, Any]:
     return state
 
 
-def _delete(uri: str, kw: dict) -> None:
-    fs, path = storage.resolve(uri, **kw)
-    try:
-        fs.delete_file(path)
-    except FileNotFoundError:
-        pass
-
-
 def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
 
@@ -209,25 +322,37 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 # ---------------------------------------------------------------------------- reading datasets
 
 
-def load_manifest(uri: str, **kw) -> dict[str, Any]:
+def load_manifest(uri: str, **kw) -> Manifest:
+    """The dataset's manifest, checked enough that readers can rely on its shard list."""
     m_uri = storage.join(uri, MANIFEST)
     try:
         manifest = storage.read_json(m_uri, **kw)
     except FileNotFoundError:
-        raise DataError(f"{m_uri}: not found; write the dataset with `vlv-ray data prepare` first") from None
+        if storage.exists(storage.join(uri, PROGRESS), **kw):
+            raise DataError(f"{m_uri}: not found; `vlv-ray data prepare` did not finish "
+                            f"({PROGRESS} is there): run it again to resume") from None
+        raise DataError(f"{m_uri}: not found; run `vlv-ray data prepare` first") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{m_uri}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{m_uri}: expected a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{m_uri}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    # Only what readers rely on is required; the other fields are descriptive.
+    if not isinstance(manifest.get("shards"), list):
+        raise DataError(f"{m_uri}: missing key 'shards' (a list of shard records)")
+    for i, s in enumerate(manifest["shards"]):
+        if not isinstance(s, dict) or not all(k in s for k in ShardRecord.__annotations__):
+            raise DataError(f"{m_uri}: shards[{i}]: expected path, rows, bytes and sha256")
     return manifest
 
 
-def shard_uris(uri: str, manifest: dict[str, Any]) -> list[str]:
+def shard_uris(uri: str, manifest: Manifest) -> list[str]:
     return [storage.join(uri, s["path"]) for s in manifest["shards"]]
 
 
 def inspect(uri: str, **kw) -> dict[str, Any]:
-    """Shards, rows, bytes, rejects, and whether every shard still matches its sha256."""
+    """Shards, rows, bytes, rejects, and whether every shard still matches its record."""
     manifest = load_manifest(uri, **kw)
     problems = []
     for s in manifest["shards"]:
@@ -238,16 +363,35 @@ def inspect(uri: str, **kw) -> dict[str, Any]:
             continue
         if hashlib.sha256(data).hexdigest() != s["sha256"]:
             problems.append({"path": s["path"], "problem": "sha256 mismatch"})
-    return {"uri": uri, "schema_version": manifest["schema_version"], "shards": manifest["shards"],
-            "rows": manifest["rows"], "bytes": manifest["bytes"], "rejected": manifest["rejected"],
-            "filters": manifest["filters"], "integrity": {"ok": not problems, "problems": problems}}
+            continue
+        rows = pq.read_metadata(io.BytesIO(data)).num_rows  # matching hash, but a hand-edited manifest?
+        if rows != s["rows"]:
+            problems.append({"path": s["path"], "problem": f"{rows} rows, manifest says {s['rows']}"})
+    shards = manifest["shards"]
+    return {"uri": uri, "schema_version": manifest["schema_version"], "shards": shards,
+            "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
+            "rejected": manifest.get("rejected", {}), "captioned": manifest.get("captioned"),
+            "filters": manifest.get("filters", {}),
+            "integrity": {"ok": not problems, "problems": problems}}
 
 
-def format_inspect(r: dict[str, Any]) -> str:
-    lines = [f"{r['uri']}: {len(r['shards'])} shards, {r['rows']} rows, {r['bytes'] / 1e6:.1f} MB",
-             f"rejected: {_fmt_counts(r['rejected'])}",
-             "integrity: ok" if r["integrity"]["ok"] else "integrity: FAILED"]
-    lines += [f"  {p['path']}: {p['problem']}" for p in r["integrity"]["problems"]]
+def format_inspect(r: dict[str, Any], max_rows: int = 20) -> str:
+    """A table for people: one line per shard (problem shards always shown), then totals."""
+    status = {p["path"]: p["problem"] for p in r["integrity"]["problems"]}
+    shown = [s for i, s in enumerate(r["shards"]) if i < max_rows or s["path"] in status]
+    width = max([len("shard")] + [len(s["path"]) for s in shown])
+    lines = [f"{r['uri']}  (schema v{r['schema_version']})",
+             f"{'shard':<{width}}  {'rows':>9}  {'MB':>9}  status"]
+    lines += [f"{s['path']:<{width}}  {s['rows']:>9}  {s['bytes'] / 1e6:>9.2f}  {status.get(s['path'], 'ok')}"
+              for s in shown]
+    if len(shown) < len(r["shards"]):
+        lines.append(f"… {len(r['shards']) - len(shown)} more shards, all ok")
+    lines.append(f"{'total: ' + str(len(r['shards'])) + ' shards':<{width}}  {r['rows']:>9}  {r['bytes'] / 1e6:>9.2f}")
+    if r["filters"].get("captions") and r.get("captioned") is not None:
+        lines.append(f"captioned: {r['captioned']} of {r['rows']} rows")
+    lines.append(f"rejected: {_fmt_counts(r['rejected'])}")
+    lines.append(f"filters: {', '.join(f'{k}={v}' for k, v in sorted(r['filters'].items()))}")
+    lines.append("integrity: ok" if r["integrity"]["ok"] else f"integrity: FAILED ({len(status)} shards)")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ SHAPES = ("circle", "square", "triangle")
 
 
 def draw(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    """A dark background with 1-3 shapes; colour, shape, size and place all come from `rng`."""
     w, h = size
     im = Image.new("RGB", size, tuple(rng.randrange(0, 90) for _ in range(3)))
     d = ImageDraw.Draw(im)
@@ -34,7 +35,10 @@ def draw(rng: random.Random, size: tuple[int, int]) -> Image.Image:
 
 def write_images(folder: str | Path, n: int, size: tuple[int, int] = (48, 40), seed: int = 0,
                  corrupt: int = 0) -> list[Path]:
-    """n images (png and jpg alternating) plus `corrupt` garbage files with image names."""
+    """n images (png and jpg alternating) plus `corrupt` garbage files with image names.
+
+    The same (n, size, seed) always gives the same files (byte for byte under one Pillow version).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -42,7 +46,11 @@ def write_images(folder: str | Path, n: int, size: tuple[int, int] = (48, 40), s
     for i in range(n):
         ext = ".png" if i % 2 == 0 else ".jpg"
         p = folder / f"img-{i:05d}{ext}"
-        draw(rng, size).save(p, quality=92) if ext == ".jpg" else draw(rng, size).save(p)
+        im = draw(rng, size)
+        if ext == ".jpg":
+            im.save(p, quality=92)
+        else:
+            im.save(p)
         paths.append(p)
     for j in range(corrupt):
         p = folder / f"broken-{j:03d}.jpg"

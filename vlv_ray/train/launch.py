@@ -54,7 +54,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
 
     storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
     fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
-    dataset = build_dataset(cfg, data_uri=absolutize(cfg.data.uri))
+    dataset = build_dataset(cfg, data_uri=absolutize(cfg.data.uri), rejects_uri=rejects_uri(cfg))
 
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
@@ -90,6 +90,11 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     )
 
 
+def rejects_uri(cfg: JobConfig) -> str:
+    """Where decode tasks record the rows they dropped: `<storage_path>/<name>/rejects/`."""
+    return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
+
+
 def _worker_env() -> dict[str, str]:
     keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE")
     env = {k: os.environ[k] for k in keep if k in os.environ}
@@ -108,6 +113,13 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     ensure_ray()
     trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
     result = trainer.fit()
+    from vlv_ray.data.pipeline import count_rejects
+
+    dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    if dropped:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
+        print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {rejects_uri(cfg)}",
+              flush=True)
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
