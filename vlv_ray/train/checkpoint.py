@@ -96,11 +96,13 @@ def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
         ckpt = ray.train.Checkpoint(path, filesystem=fs)
     if ckpt is None:
         return None, {}
-    with ckpt.as_directory() as d:
-        state_path = Path(d) / STATE_FILE
-        if not state_path.is_file():
-            raise RuntimeError(f"{ckpt.path}: checkpoint has no {STATE_FILE}; it was not written by vlv-ray")
-        return ckpt, json.loads(state_path.read_text())
+    # Read only the small state file: `as_directory()` would download every rank's
+    # optimizer shards here, and `restore` downloads them once more.
+    try:
+        with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{STATE_FILE}") as f:
+            return ckpt, json.loads(f.read())
+    except FileNotFoundError:
+        raise RuntimeError(f"{ckpt.path}: checkpoint has no {STATE_FILE}; it was not written by vlv-ray") from None
 
 
 def needs_universal(state: dict[str, Any], world: int, cfg: JobConfig) -> bool:
