@@ -47,4 +47,7 @@ def test_training_drops_a_row_that_passed_prepare_but_cannot_be_decoded(ray_clus
     result = launch.run(cfg)
     assert result.error is None and result.metrics["step"] == 7
     assert count_rejects(str(tmp_path / "runs" / "rej" / "rejects")) == {"corrupt": 1}
-    assert "dropped 1 rows during training (corrupt=1)" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "dropped 1 rows during training (corrupt=1)" in out
+    # The row falls in rank 0's first batch of epoch 0 (seed 0): every log line from step 1 on counts it.
+    assert result.metrics["rejected_rows"] == 1 and "step 1/7 |" in out and "| rejected 1 |" in out

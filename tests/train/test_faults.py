@@ -1,5 +1,5 @@
 """Fault tests with real processes: a worker SIGKILLed, a worker SIGTERMed (spot notice)."""
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from vlv_ray.config import load_job
@@ -12,9 +12,18 @@ def steps_run(trace: Path) -> dict[int, list[int]]:
     by_rank = defaultdict(list)
     for line in trace.read_text().split("\n"):
         if line:
-            rank, step = map(int, line.split())
+            rank, step = map(int, line.split()[:2])
             by_rank[rank].append(step)
     return dict(by_rank)
+
+
+def keys_seen(trace: Path, rank: int | None = None) -> list[str]:
+    """Every key trained on, in trace order (optionally one rank's only)."""
+    out = []
+    for line in trace.read_text().split("\n"):
+        if line and (rank is None or int(line.split()[0]) == rank):
+            out += line.split()[2].split(",")
+    return out
 
 
 def run(dataset, tmp_path, name, hooks, *overrides):
@@ -26,13 +35,19 @@ def run(dataset, tmp_path, name, hooks, *overrides):
 
 
 def test_sigkilled_worker_restarts_from_last_checkpoint(ray_cluster, tiny_dataset, tmp_path):
+    # 64 rows, 2 workers × batch 4: steps 1-8 are exactly one epoch.
     result, steps = run(tiny_dataset, tmp_path, "killed", {"kill_after_step": 3, "signal_rank": 1},
-                        "max_steps=6", "checkpoint.every_steps=2")
+                        "max_steps=8", "checkpoint.every_steps=2")
     assert result.error is None
-    assert result.metrics["step"] == 6 and result.metrics["resumed_from"] == 2
-    # Steps 1-2 (before the checkpoint) ran once; step 3 (after it) ran again; then 4-6.
-    assert steps[0] == [1, 2, 3, 3, 4, 5, 6]
-    assert steps[1] == [1, 2, 3, 3, 4, 5, 6]
+    assert result.metrics["step"] == 8 and result.metrics["resumed_from"] == 2 and result.metrics["epoch"] == 0
+    # Steps 1-2 (before the checkpoint) ran once; step 3 (after it) ran again; then 4-8.
+    assert steps[0] == [1, 2, 3, 3, 4, 5, 6, 7, 8]
+    assert steps[1] == [1, 2, 3, 3, 4, 5, 6, 7, 8]
+    # Mid-epoch resume: the epoch goes on from the checkpoint's data position, so every
+    # key is seen, and only the keys of the redone step (3: 2 ranks × 4) are seen twice.
+    seen = Counter(keys_seen(tmp_path / "trace.txt"))
+    assert len(seen) == 64
+    assert sum(seen.values()) - 64 == 8 and max(seen.values()) == 2
 
 
 def test_sigterm_checkpoints_the_current_step_and_resume_loses_nothing(ray_cluster, tiny_dataset, tmp_path):
@@ -42,3 +57,5 @@ def test_sigterm_checkpoints_the_current_step_and_resume_loses_nothing(ray_clust
     # The SIGTERM checkpoint holds step 3 although the interval (100) never came due.
     assert result.metrics["resumed_from"] == 3 and result.metrics["step"] == 5
     assert steps[0] == [1, 2, 3, 4, 5] and steps[1] == [1, 2, 3, 4, 5]  # nothing lost, nothing redone
+    keys = keys_seen(tmp_path / "trace.txt")
+    assert len(keys) == 5 * 2 * 4 and len(set(keys)) == len(keys)  # and no row served twice

@@ -55,7 +55,11 @@ def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeyp
 
 def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_dataset, tmp_path):
     runs = tmp_path / "runs"
-    first = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=4", "checkpoint.every_steps=2"))
+    hooks = {"test_hooks": {"trace_file": str(tmp_path / "resumed.txt")}}
+    # A constant lr: the schedule depends on max_steps, which the resumed run raises.
+    first = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=4", "checkpoint.every_steps=2",
+                                "optim.schedule=constant"),
+                       extra_loop_config=hooks)
     assert first.error is None
     assert first.metrics["step"] == 4 and first.metrics["resumed_from"] == 0
     assert torch.isfinite(torch.tensor(first.metrics["loss"]))
@@ -73,14 +77,17 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     partial = runs / "resume" / "step-00000005"
     (partial / "engine").mkdir(parents=True)
     (partial / "trainer_state.json").write_text('{"step": 5}')
-    # Re-running the same job name continues from step 4, not from 0.
-    second = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=6", "checkpoint.every_steps=2"))
-    assert second.error is None
-    assert second.metrics["resumed_from"] == 4 and second.metrics["step"] == 6
+    # Re-running the same job name continues from step 4, not from 0 (and past the end of
+    # epoch 0 at step 8: 64 rows / (2 workers × 4)).
     before = torch.load(ckpt / "engine" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    second = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=10", "checkpoint.every_steps=2",
+                                 "optim.schedule=constant"),
+                        extra_loop_config=hooks)
+    assert second.error is None
+    assert second.metrics["resumed_from"] == 4 and second.metrics["step"] == 10 and second.metrics["epoch"] == 1
     after_dir = Path(second.checkpoint.path)
     after = torch.load(after_dir / "engine" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
-    assert after_dir.name == "step-00000006" and (after_dir / "_COMPLETE").is_file()
+    assert after_dir.name == "step-00000010" and (after_dir / "_COMPLETE").is_file()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert changed and all(torch.equal(after[k], before[k]) for k in after if "vision_tower" in k)
     # The export holds exactly the trainable weights, equal to the engine's (ZeRO-2 keeps
@@ -92,8 +99,22 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
         "tiny", resolution=32)[0].named_parameters() if p.requires_grad}
     assert set(exported) == trainable and "queries" in exported
     assert all(torch.equal(exported[k], after[k]) for k in exported)
-    # keep_last=2: step 2 was deleted once 4 and 6 existed.
-    assert not (runs / "resume" / "step-00000002").exists()
+    # keep_last=2: only steps 8 and 10 are left (and the planted partial directory).
+    assert sorted(p.name for p in (runs / "resume").glob("step-*")) == [
+        "step-00000005", "step-00000008", "step-00000010"]
+
+    # The interrupted run equals one that never stopped, bit for bit: same rows in the same
+    # order on each rank (the data position resumes mid-epoch), same noise, same weights.
+    straight_hooks = {"test_hooks": {"trace_file": str(tmp_path / "straight.txt")}}
+    straight = launch.run(tiny_job(tiny_dataset, runs, "name=straight", "max_steps=10", "checkpoint.every_steps=10",
+                                   "optim.schedule=constant"),
+                          extra_loop_config=straight_hooks)
+    assert straight.error is None and straight.metrics["loss"] == second.metrics["loss"]
+    assert sorted((tmp_path / "straight.txt").read_text().splitlines()) == \
+        sorted((tmp_path / "resumed.txt").read_text().splitlines())
+    final = torch.load(Path(straight.checkpoint.path) / "engine" / "mp_rank_00_model_states.pt",
+                       weights_only=False)["module"]
+    assert all(torch.equal(final[k], after[k]) for k in after)
 
 
 def test_local_mode_runs_the_loop_in_process_without_persisting(ray_head, tiny_dataset, tmp_path):

@@ -1,8 +1,9 @@
-"""The Ray Data read path: manifest → read_parquet → CPU decode/resize/crop → dataset.
+"""The Ray Data read path: plan → parquet row groups → CPU decode/resize/crop → batches.
 
-The dataset is handed to `TorchTrainer(datasets={"train": ...})`; Ray Train's default
-DataConfig streaming-splits it across the workers. Rows that cannot be decoded are
-dropped (never replaced by zeros) and counted in the decode tasks' log output.
+Each training worker builds its own dataset from its part of the epoch's plan
+(`data/order.py`), so the order is deterministic and the position resumable. Rows that
+cannot be decoded are dropped (never replaced by zeros), logged, and recorded by key in
+the run's rejects folder.
 """
 from __future__ import annotations
 
@@ -69,19 +70,72 @@ def count_rejects(rejects_uri: str, **kw) -> dict[str, int]:
     return counts
 
 
-def build_dataset(cfg: "JobConfig", *, data_uri: str, rejects_uri: str | None = None):
+def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int, epoch: int,
+                  columns: list[str]) -> dict[str, np.ndarray]:
+    """A `map_batches` function: plan items → the rows they name, in plan order.
+
+    Each item is one segment of one block (a parquet row group); the block's rows are
+    permuted by (seed, epoch, block) and the segment's slice of that order is returned,
+    with `_pos`, the row's place in this rank's part of the epoch.
+    """
+    import pyarrow.parquet as pq
+
+    from vlv_ray.data.order import row_permutation
+
+    out: dict[str, list] = {c: [] for c in columns}
+    pos: list[np.ndarray] = []
+    for shard, group, block, rows, start, stop, pos0 in zip(
+            batch["shard"], batch["group"], batch["block"], batch["rows"], batch["start"], batch["stop"],
+            batch["pos"]):
+        path = paths[int(shard)]
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise shards.DataError(f"{path}: no column {missing[0]!r} (expected the vlv-ray shard schema)")
+            table = pf.read(columns=columns) if group < 0 else pf.read_row_group(int(group), columns=columns)
+        if table.num_rows != rows:
+            where = "file" if group < 0 else f"row group {group}"
+            raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {rows}")
+        table = table.take(row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)])
+        for c in columns:
+            out[c].append(table.column(c).to_numpy(zero_copy_only=False))
+        pos.append(np.arange(pos0, pos0 + table.num_rows, dtype=np.int64))
+    result = {c: np.concatenate(v) if v else np.zeros(0, dtype=object) for c, v in out.items()}
+    result["_pos"] = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+    return result
+
+
+def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], epoch: int,
+                 rejects_uri: str | None = None):
+    """This rank's rows for one epoch, in plan order: read → CPU decode, on Ray Data tasks.
+
+    Every rank builds its own dataset from its own plan (data/order.py), so which rows a
+    rank gets, and in what order, is decided by (seed, epoch, position), not by which
+    consumer asked first as with `streaming_split`. Ray Data keeps the order
+    (`preserve_order`) while it reads and decodes ahead in parallel.
+    """
     import ray.data
 
-    fs, paths, _ = shard_paths(data_uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
-    # Training logs carry their own throughput line; Ray Data's bars would drown it.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the training log line carries throughput
+    ctx.execution_options.preserve_order = True
+    items, pos = [], 0
+    for s in segments:
+        b = blocks[s.block]
+        items.append({"shard": b.shard, "group": b.group, "block": s.block, "rows": b.rows,
+                      "start": s.start, "stop": s.stop, "pos": pos})
+        pos += s.rows
+    if not items:
+        return None
     columns = ["key", "image"] + (["caption"] if cfg.stage == 2 else [])
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
+    storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one read task per segment
+    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
+                        fn_kwargs={"fs": fs, "paths": paths, "seed": cfg.seed, "epoch": epoch,
+                                   "columns": columns})
     return ds.map_batches(
         decode_images,
-        fn_kwargs={"resolution": cfg.data.resolution, "rejects_uri": rejects_uri,
-                   "storage_kw": {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}},
-        batch_format="numpy",
-        batch_size=64,
-        num_cpus=cfg.data.decode_cpus,
+        fn_kwargs={"resolution": cfg.data.resolution, "rejects_uri": rejects_uri, "storage_kw": storage_kw},
+        batch_format="numpy", batch_size=64, num_cpus=cfg.data.decode_cpus,
     )

@@ -49,12 +49,10 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from vlv_ray.data.pipeline import build_dataset
     from vlv_ray.train.loop import train_worker
 
     storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
     fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
-    dataset = build_dataset(cfg, data_uri=absolutize(cfg.data.uri), rejects_uri=rejects_uri(cfg))
 
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
@@ -79,14 +77,14 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     job = cfg.to_dict(redact=False)
     job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
     job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
-    loop_config = {"job": job, "local": local, **(extra_loop_config or {})}
+    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
         scaling_config=scaling,
         run_config=run,
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
-        datasets={"train": dataset},
+        # No `datasets=`: each worker reads its own part of the plan (train/batches.py).
     )
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -65,19 +65,6 @@ def deepspeed_config(cfg: JobConfig) -> dict[str, Any]:
     }
 
 
-def epochs(shard, batch_size: int, collate) -> Iterator[tuple[int, dict]]:
-    """Yield (epoch, batch) forever, one pass over this worker's data split per epoch."""
-    epoch = 0
-    while True:
-        n = 0
-        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=collate, drop_last=True):
-            n += 1
-            yield epoch, batch
-        if n == 0:
-            raise RuntimeError("this worker's data split has fewer rows than one batch; lower data.batch_size")
-        epoch += 1
-
-
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's entry point on every worker."""
     cfg: JobConfig = from_dict(loop_config["job"])
@@ -96,6 +83,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     import ray.train
 
     from vlv_ray.train import checkpoint, preempt
+    from vlv_ray.train.batches import Batches
     from vlv_ray.train.metrics import MetricsLogger
     from vlv_ray.train.stages import build_stage
 
@@ -130,7 +118,8 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
               f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params, {where}", flush=True)
 
     logger = MetricsLogger(cfg, rank)
-    batches = epochs(ray.train.get_dataset_shard("train"), cfg.data.batch_size, stage.collate)
+    data = Batches(cfg, rank, world, state.get("data"), stage.collate,
+                   data_uri=cfg.data.uri, rejects_uri=loop_config.get("rejects_uri"))
     hooks = loop_config.get("test_hooks", {})
     started_at, run_start_step = time.time(), step
     samples_per_step = cfg.global_batch_size
@@ -139,11 +128,12 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         lr = lr_at(step, cfg.max_steps, cfg.optim)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        data_wait, loss_sum = 0.0, 0.0
+        data_wait, loss_sum, keys = 0.0, 0.0, []
         for micro in range(cfg.deepspeed.grad_accum_steps):
             td = time.perf_counter()
-            epoch, batch = next(batches)
+            epoch, batch = data.next()
             data_wait += time.perf_counter() - td
+            keys += batch["key"]
             # A per-(step, rank, micro) generator: noise and timesteps replay exactly on resume.
             gen = torch.Generator(device=device).manual_seed(
                 ((cfg.seed * 1_000_003 + step) * 4099 + rank) * 131 + micro)
@@ -155,18 +145,19 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         step_time = time.perf_counter() - t0
 
         loss_avg = loss_sum / cfg.deepspeed.grad_accum_steps
-        loss_all = _mean_across_ranks(loss_avg, world)
+        loss_sum_all, rejected = _sum_across_ranks([loss_avg, data.rejected], world)
         metrics = {
-            "step": step, "epoch": epoch, "loss": loss_all, "lr": lr,
+            "step": step, "epoch": epoch, "loss": loss_sum_all / world, "lr": lr,
             "grad_norm": float(engine.get_global_grad_norm() or 0.0),
             "samples_per_s": samples_per_step / step_time, "step_time_s": step_time,
-            "data_wait_s": data_wait, "resumed_from": run_start_step,
+            "data_wait_s": data_wait, "rejected_rows": state.get("rejected_rows", 0) + int(rejected),
+            "resumed_from": run_start_step,
             "cost_usd": _cost_so_far(cfg, state, started_at, world),
         }
         if rank == 0 and (step % cfg.logging.every_steps == 0 or step == cfg.max_steps or step == run_start_step + 1):
             print(format_log_line(metrics, cfg.max_steps), flush=True)
             logger.log(metrics, step)
-        _trace(hooks, rank, step)
+        _trace(hooks, rank, step, keys)
         if hooks.get("sigterm_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             preempt.signal_self_for_test()
         stop = preempt.requested(world)
@@ -176,7 +167,8 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
         elif due:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
-                     "config_hash": cfg.config_hash(), "world_size": world}
+                     "config_hash": cfg.config_hash(), "world_size": world, "data": data.state(),
+                     "rejected_rows": metrics["rejected_rows"]}
             checkpoint.save(engine, state, metrics, rank, cfg)
             started_at = time.time()
         if stop:
@@ -200,19 +192,19 @@ def _init_single_process_group() -> None:
     torch.distributed.init_process_group("gloo", init_method="env://", rank=0, world_size=1)
 
 
-def _trace(hooks: dict, rank: int, step: int) -> None:
-    """Test-only: append (rank, step) to a file so tests can see which steps ran."""
+def _trace(hooks: dict, rank: int, step: int, keys: list[str]) -> None:
+    """Test-only: append (rank, step, keys trained on) to a file: which steps ran, on what."""
     if hooks.get("trace_file"):
         with open(hooks["trace_file"], "a") as f:
-            f.write(f"{rank} {step}\n")
+            f.write(f"{rank} {step} {','.join(keys)}\n")
 
 
-def _mean_across_ranks(value: float, world: int) -> float:
+def _sum_across_ranks(values: list[float], world: int) -> list[float]:
     if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
-    return float(t.item()) / world
+    return t.tolist()
 
 
 def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> float:
@@ -224,4 +216,5 @@ def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> 
 def format_log_line(m: dict[str, Any], max_steps: int) -> str:
     return (f"step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
             f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | "
-            f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | ${m['cost_usd']:.4f}")
+            f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
+            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")
