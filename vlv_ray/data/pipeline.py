@@ -71,12 +71,13 @@ def count_rejects(rejects_uri: str, **kw) -> dict[str, int]:
 
 
 def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int, epoch: int,
-                  columns: list[str]) -> dict[str, np.ndarray]:
+                  columns: list[str], latent_paths: list[str] | None = None) -> dict[str, np.ndarray]:
     """A `map_batches` function: plan items → the rows they name, in plan order.
 
     Each item is one segment of one block (a parquet row group); the block's rows are
     permuted by (seed, epoch, block) and the segment's slice of that order is returned,
-    with `_pos`, the row's place in this rank's part of the epoch.
+    with `_pos`, the row's place in this rank's part of the epoch, and, from the latent
+    cache when there is one, the same rows' `latent`.
     """
     import pyarrow.parquet as pq
 
@@ -97,9 +98,19 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
         if table.num_rows != rows:
             where = "file" if group < 0 else f"row group {group}"
             raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {rows}")
-        table = table.take(row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)])
+        take = row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)]
+        table = table.take(take)
         for c in columns:
             out[c].append(table.column(c).to_numpy(zero_copy_only=False))
+        if latent_paths is not None:
+            lpath = latent_paths[int(shard)]
+            with fs.open_input_file(lpath) as f:
+                lf = pq.ParquetFile(f)
+                lt = lf.read(columns=["key", "latent"]) if group < 0 else lf.read_row_group(int(group), ["key", "latent"])
+            lt = lt.take(take)
+            if not lt.column("key").equals(table.column("key")):
+                raise shards.DataError(f"{lpath}: keys differ from {path}; rebuild the cache with `vlv-ray data latents`")
+            out.setdefault("latent", []).append(lt.column("latent").to_numpy(zero_copy_only=False))
         pos.append(np.arange(pos0, pos0 + table.num_rows, dtype=np.int64))
     result = {c: np.concatenate(v) if v else np.zeros(0, dtype=object) for c, v in out.items()}
     result["_pos"] = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
@@ -107,7 +118,7 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
 
 
 def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], epoch: int,
-                 rejects_uri: str | None = None):
+                 rejects_uri: str | None = None, latent_paths: list[str] | None = None):
     """This rank's rows for one epoch, in plan order: read → CPU decode, on Ray Data tasks.
 
     Every rank builds its own dataset from its own plan (data/order.py), so which rows a
@@ -133,7 +144,7 @@ def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], ep
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one read task per segment
     ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
                         fn_kwargs={"fs": fs, "paths": paths, "seed": cfg.seed, "epoch": epoch,
-                                   "columns": columns})
+                                   "columns": columns, "latent_paths": latent_paths})
     return ds.map_batches(
         decode_images,
         fn_kwargs={"resolution": cfg.data.resolution, "rejects_uri": rejects_uri, "storage_kw": storage_kw},

@@ -29,6 +29,15 @@ def clip_text_from_embeds(text_model, inputs_embeds: torch.Tensor) -> torch.Tens
     return text_model.final_layer_norm(out.last_hidden_state)
 
 
+@torch.no_grad()
+def posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [B, H, W, 3] → the VAE posterior's (mean, std), each [B, C, H/8, W/8]."""
+    dtype = next(vae.parameters()).dtype
+    x = images.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
+    dist = vae.encode(x).latent_dist
+    return dist.mean, dist.std
+
+
 class FrozenDiffusion(nn.Module):
     """VAE + CLIP text encoder + UNet + scheduler of a Stable Diffusion checkpoint, frozen."""
 
@@ -53,11 +62,16 @@ class FrozenDiffusion(nn.Module):
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 [B, H, W, 3] → scaled VAE latents [B, 4, H/8, W/8] (a sample of the posterior)."""
+        return self.sample_latents(*posterior(self.vae, images), generator=generator)
+
+    @torch.no_grad()
+    def sample_latents(self, mean: torch.Tensor, std: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A scaled latent drawn from a posterior (computed now, or read from the latent cache)."""
         dtype = next(self.vae.parameters()).dtype
-        x = images.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
-        dist = self.vae.encode(x).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
-        return (dist.mean + dist.std * noise) * self.vae.config.scaling_factor
+        mean, std = mean.to(dtype), std.to(dtype)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=dtype)
+        return (mean + std * noise) * self.vae.config.scaling_factor
 
     def condition(self, caption_embeds: torch.Tensor) -> torch.Tensor:
         """Caption embeddings [B, 77, D] → the UNet's encoder_hidden_states (with gradients)."""

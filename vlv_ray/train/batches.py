@@ -10,20 +10,28 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from vlv_ray import storage
 from vlv_ray.config import JobConfig
-from vlv_ray.data import order, pipeline
+from vlv_ray.data import latents, order, pipeline
 
 
 class Batches:
     def __init__(self, cfg: JobConfig, rank: int, world: int, position: dict[str, Any] | None,
-                 collate: Callable, *, data_uri: str, rejects_uri: str | None):
+                 collate: Callable, *, data_uri: str, rejects_uri: str | None, vae_digest: str | None = None):
         kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
         self.fs, self.paths, manifest = pipeline.shard_paths(data_uri, **kw)
         self.blocks = order.blocks_from_manifest(manifest)
         self.cfg, self.rank, self.world, self.collate = cfg, rank, world, collate
         self.rejects_uri = rejects_uri
+        # The latent cache, when one matches this job's resolution and VAE (data/latents.py).
+        self.cache = latents.find_cache(manifest, cfg.data.resolution, vae_digest) if vae_digest else None
+        self.latent_paths = None
+        if self.cache:
+            self.latent_paths = [storage.resolve(storage.join(data_uri, self.cache["dir"], f["path"]), **kw)[1]
+                                 for f in self.cache["files"]]
         self.position = order.resized(position or {"epoch": 0}, world)
         self.rejected = 0  # rows this rank consumed but could not decode, this run
         self._open()
@@ -39,12 +47,16 @@ class Batches:
         self._consumed = self._base
         self._served = 0
         ds = pipeline.rank_dataset(self.cfg, segments, self.blocks, fs=self.fs, paths=self.paths,
-                                   epoch=self.epoch, rejects_uri=self.rejects_uri)
+                                   epoch=self.epoch, rejects_uri=self.rejects_uri, latent_paths=self.latent_paths)
         self._it = iter(()) if ds is None else iter(ds.iter_torch_batches(
             batch_size=self.cfg.data.batch_size, collate_fn=self._collate, drop_last=True))
 
     def _collate(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {**self.collate(batch), "pos": batch["_pos"].tolist()}
+        out = {**self.collate(batch), "pos": batch["_pos"].tolist()}
+        if self.cache and all(len(b) for b in batch["latent"]):  # else the stage encodes this batch itself
+            raw = np.frombuffer(b"".join(batch["latent"]), dtype=np.int16).reshape(-1, *self.cache["shape"])
+            out["latent"] = torch.from_numpy(raw.copy()).view(getattr(torch, latents.DTYPES[self.cache["dtype"]]))
+        return out
 
     def next(self) -> tuple[int, dict[str, Any]]:
         """(epoch, batch); collective: every rank calls it once per micro-step."""

@@ -111,15 +111,16 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         checkpoint.restore(engine, ckpt, state, universal=universal)
     resumed = bool(state)
     step = state.get("step", 0)
-    if rank == 0:
-        where = f"resuming at step {step}" if state else "starting fresh"
-        n_train = sum(p.numel() for p in stage.trainable.parameters() if p.requires_grad)
-        print(f"[vlv-ray] {cfg.name}: stage {cfg.stage}, {world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
-              f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params, {where}", flush=True)
-
     logger = MetricsLogger(cfg, rank)
     data = Batches(cfg, rank, world, state.get("data"), stage.collate,
-                   data_uri=cfg.data.uri, rejects_uri=loop_config.get("rejects_uri"))
+                   data_uri=cfg.data.uri, rejects_uri=loop_config.get("rejects_uri"),
+                   vae_digest=getattr(stage, "vae_digest", None))
+    if rank == 0:
+        where = f"resuming at step {step}, epoch {data.epoch}" if state else "starting fresh"
+        n_train = sum(p.numel() for p in stage.trainable.parameters() if p.requires_grad)
+        cache = f", latents from {data.cache['dir']} ({data.cache['dtype']})" if data.cache else ""
+        print(f"[vlv-ray] {cfg.name}: stage {cfg.stage}, {world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
+              f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params{cache}, {where}", flush=True)
     hooks = loop_config.get("test_hooks", {})
     started_at, run_start_step = time.time(), step
     samples_per_step = cfg.global_batch_size

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vlv_ray.config import JobConfig
+from vlv_ray.data.latents import vae_digest
 from vlv_ray.models.presets import build_stage1
 from vlv_ray.train.stages import DTYPES
 
@@ -26,6 +27,7 @@ class Stage1:
         )
         self.device = device
         self.trainable = encoder
+        self.vae_digest = vae_digest(decoder.vae)  # which latent cache, if any, matches this VAE
         self.decoder = decoder.to(device=device, dtype=DTYPES[cfg.deepspeed.precision])
 
     @staticmethod
@@ -38,7 +40,11 @@ class Stage1:
 
     def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         images = batch["image"].to(self.device, non_blocking=True)
-        latents = self.decoder.encode_images(images, generator=generator)
+        if "latent" in batch:  # the cached posterior: the VAE encode is skipped
+            moments = batch["latent"].to(self.device, non_blocking=True)
+            latents = self.decoder.sample_latents(moments[:, 0], moments[:, 1], generator=generator)
+        else:
+            latents = self.decoder.encode_images(images, generator=generator)
         caption_embeds = engine(images)
         cond = self.decoder.condition(caption_embeds)
         return self.decoder.noise_loss(latents, cond, generator=generator)
