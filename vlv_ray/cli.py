@@ -66,6 +66,21 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
+def cmd_data_latents(args) -> int:
+    from vlv_ray.data import latents
+    from vlv_ray.train.launch import ensure_ray
+
+    if args.resolution < 8 or args.resolution % 8:
+        raise UserError(f"--resolution: got {args.resolution}, expected a positive multiple of 8")
+    ensure_ray()
+    e = latents.build(args.uri, args.model, resolution=args.resolution, dtype=args.dtype, batch_size=args.batch_size,
+                      actors=args.actors, endpoint_url=args.endpoint_url, region=args.region)
+    rows = sum(f["rows"] for f in e["files"])
+    print(f"cached {rows - e['empty']} latents ({e['dtype']}, {e['shape']}) in {args.uri}/{e['dir']} "
+          f"({e['empty']} undecodable rows left empty); VAE {e['vae_sha256']}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
@@ -141,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("uri")
     insp.add_argument("--json", action="store_true")
     insp.set_defaults(fn=cmd_data_inspect)
+    lat = dsub.add_parser("latents", help="cache every image's VAE latent next to its shard (Ray Data actors)")
+    lat.add_argument("uri", help="a prepared dataset (its manifest.json gains a `latents` entry)")
+    lat.add_argument("--model", required=True, help="a Stable Diffusion directory (its vae/ is used)")
+    lat.add_argument("--resolution", type=int, default=384, help="the training resolution (default 384)")
+    lat.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    lat.add_argument("--batch-size", type=int, default=32)
+    lat.add_argument("--actors", type=int, default=None, help="VAE actors (default: one per GPU, else 1)")
+    lat.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+    lat.add_argument("--region", default=None)
+    lat.set_defaults(fn=cmd_data_latents)
 
     train = sub.add_parser("train", help="run (or resume) the job in JOB.yaml")
     train.add_argument("job", help="a job file, e.g. jobs/tiny.yaml")
