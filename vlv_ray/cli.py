@@ -23,9 +23,10 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vlv_ray.data.shards import DataError
+    from vlv_ray.models.export import ExportError
     from vlv_ray.storage import StorageError
 
-    return (UserError, ConfigError, DataError, StorageError, FileNotFoundError)
+    return (UserError, ConfigError, DataError, StorageError, ExportError, FileNotFoundError)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -78,6 +79,21 @@ def cmd_data_latents(args) -> int:
     rows = sum(f["rows"] for f in e["files"])
     print(f"cached {rows - e['empty']} latents ({e['dtype']}, {e['shape']}) in {args.uri}/{e['dir']} "
           f"({e['empty']} undecodable rows left empty); VAE {e['vae_sha256']}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from vlv_ray.infer.reconstruct import reconstruct
+
+    try:
+        r = reconstruct(args.ckpt, args.images, out=args.out, steps=args.steps, guidance=args.guidance,
+                        seed=args.seed, scheduler=args.scheduler, batch_size=args.batch_size,
+                        endpoint_url=args.endpoint_url, region=args.region)
+    except ValueError as e:  # a bad --steps or --scheduler
+        raise UserError(str(e)) from None
+    print(f"wrote {r['out']}: {r['images']} images, originals beside reconstructions "
+          f"({r['scheduler']}, {r['steps']} steps, guidance {r['guidance']}, seed {r['seed']}; "
+          f"model at step {r['step']})")
     return 0
 
 
@@ -166,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
     lat.add_argument("--region", default=None)
     lat.set_defaults(fn=cmd_data_latents)
+
+    rec = sub.add_parser("reconstruct", help="images → stage-1 caption embeddings → Stable Diffusion → a grid")
+    rec.add_argument("ckpt", help="a stage-1 export (or the run directory holding export/stage1)")
+    rec.add_argument("images", nargs="+", help="image files, folders, or storage URIs of either")
+    rec.add_argument("--out", default="reconstructions.png", help="the grid: originals beside reconstructions")
+    rec.add_argument("--steps", type=int, default=50)
+    rec.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--scheduler", default=None, help="a diffusers scheduler class name (default DDIMScheduler)")
+    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+    rec.add_argument("--region", default=None)
+    rec.set_defaults(fn=cmd_reconstruct)
 
     train = sub.add_parser("train", help="run (or resume) the job in JOB.yaml")
     train.add_argument("job", help="a job file, e.g. jobs/tiny.yaml")

@@ -94,7 +94,7 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     # whole weights in the model-states file).
     from safetensors.torch import load_file
 
-    exported = load_file(runs / "resume" / "export" / "stage1-trainable.safetensors")
+    exported = load_file(runs / "resume" / "export" / "stage1" / "trainable.safetensors")
     trainable = {n for n, p in __import__("vlv_ray.models.presets", fromlist=["x"]).build_stage1(
         "tiny", resolution=32)[0].named_parameters() if p.requires_grad}
     assert set(exported) == trainable and "queries" in exported

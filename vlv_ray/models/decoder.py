@@ -7,6 +7,7 @@ is frozen and stays in eval mode; gradients still flow *through* it to the embed
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -95,6 +96,60 @@ class FrozenDiffusion(nn.Module):
         else:
             raise ValueError(f"scheduler prediction_type {self.prediction_type!r}: expected epsilon or v_prediction")
         return F.mse_loss(pred.float(), target.float())
+
+    # ------------------------------------------------------------------ reconstruction
+
+    @torch.no_grad()
+    def empty_prompt(self, batch: int, tokenizer=None) -> torch.Tensor:
+        """The unconditional branch of classifier-free guidance: CLIP's encoding of "".
+
+        With SD's tokenizer when given; otherwise the same ids from the text config
+        (start, end, then padding to 77), which is what the tokenizer produces for "".
+        """
+        cfg = self.text_encoder.config
+        n = cfg.max_position_embeddings
+        if tokenizer is not None:
+            ids = tokenizer([""], padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
+        else:
+            pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+            ids = torch.tensor([[cfg.bos_token_id, cfg.eos_token_id] + [pad] * (n - 2)])
+        device = next(self.text_encoder.parameters()).device
+        hidden = self.text_encoder(input_ids=ids.to(device)).last_hidden_state
+        return hidden.expand(batch, -1, -1)
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, uncond: torch.Tensor, *, steps: int = 50, guidance: float = 7.5,
+               scheduler: str | None = None, generator: torch.Generator | None = None,
+               resolution: int | None = None) -> torch.Tensor:
+        """Images (uint8 [B, H, W, 3]) from UNet conditions, with classifier-free guidance.
+
+        `scheduler`: any diffusers scheduler class name (e.g. DDIMScheduler,
+        DPMSolverMultistepScheduler, EulerDiscreteScheduler) built from the training
+        scheduler's config; default DDIM.
+        """
+        import diffusers
+
+        name = scheduler or "DDIMScheduler"
+        cls = getattr(diffusers, name, None)
+        if cls is None or not hasattr(cls, "from_config") or not name.endswith("Scheduler"):
+            raise ValueError(f"scheduler: {name!r} is not a diffusers scheduler class (e.g. DDIMScheduler)")
+        sched = cls.from_config(self.noise_scheduler.config)
+        sched.set_timesteps(steps)
+        dtype = next(self.unet.parameters()).dtype
+        device = next(self.unet.parameters()).device
+        b = cond.shape[0]
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = resolution // scale if resolution else self.unet.config.sample_size
+        latents = torch.randn((b, self.unet.config.in_channels, size, size), generator=generator,
+                              dtype=torch.float32).to(device, dtype) * sched.init_noise_sigma
+        both = torch.cat([uncond.to(dtype), cond.to(dtype)])
+        for t in sched.timesteps:
+            x = sched.scale_model_input(torch.cat([latents, latents]), t)
+            eps_u, eps_c = self.unet(x, t, encoder_hidden_states=both).sample.chunk(2)
+            extra = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
+            latents = sched.step(eps_u + guidance * (eps_c - eps_u), t, latents, **extra).prev_sample
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
     # ------------------------------------------------------------------ SD directory format
 

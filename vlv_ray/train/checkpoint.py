@@ -147,13 +147,12 @@ def to_universal(src: Path, dst: Path) -> None:
 
 
 def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) -> str:
-    """Consolidate the trainable weights of every rank's shard into one safetensors file.
+    """Consolidate the trainable weights of every rank's shard into an export directory.
 
-    Written to `<storage_path>/<name>/export/stage<N>-trainable.safetensors`; names are the
+    Written to `<storage_path>/<name>/export/stage<N>/` (models/export.py); names are the
     trainable module's parameter names. Stage 2 and inference read this, not DeepSpeed files.
     """
     import torch
-    from safetensors.torch import save
 
     with ckpt.as_directory() as d:
         # ZeRO-0/1/2 write mp_rank_00_model_states.pt; ZeRO-3 one per rank, zero_pp_rank_<r>_….
@@ -174,10 +173,7 @@ def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) 
         if missing:
             raise RuntimeError(f"{ckpt.path}: export is missing trainable weights: {sorted(missing)[:5]}")
         state = state or json.loads((Path(d) / STATE_FILE).read_text())
-    # clone: tied weights share storage, which safetensors refuses to write twice
-    tensors = {k: v.detach().float().clone().contiguous() for k, v in sd.items()}
-    meta = {"step": str(state["step"]), "stage": str(cfg.stage), "config_hash": state["config_hash"],
-            "preset": cfg.model.preset, "num_queries": str(cfg.model.num_queries)}
-    out = storage.join(run_uri(cfg), "export", f"stage{cfg.stage}-trainable.safetensors")
-    storage.write_bytes_atomic(out, save(tensors, metadata=meta), **_kw(cfg))
-    return out
+    from vlv_ray.models import export
+
+    meta = export.stage1_meta(cfg, state) if cfg.stage == 1 else export.stage2_meta(cfg, state)
+    return export.save(storage.join(run_uri(cfg), "export", f"stage{cfg.stage}"), sd, meta, **_kw(cfg))

@@ -121,5 +121,6 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
-        print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)}", flush=True)
+        print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)} "
+              f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)
     return result
