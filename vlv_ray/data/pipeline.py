@@ -44,7 +44,13 @@ def decode_images(batch: dict[str, np.ndarray], resolution: int, rejects_uri: st
     """
     from vlv_ray.data.decode import decode_batch
 
+    uncaptioned: list[tuple[str, str]] = []
+    if "caption" in batch:  # stage 2 learns from captions: a row without one is of no use
+        has = np.asarray([c is not None and str(c).strip() != "" for c in batch["caption"]], dtype=bool)
+        uncaptioned = [(str(k), "no_caption") for k in np.asarray(batch["key"])[~has]]
+        batch = {c: np.asarray(v)[has] for c, v in batch.items()}
     good, rejects = decode_batch(batch, resolution)
+    rejects = uncaptioned + rejects
     for key, reason in rejects:
         print(f"[vlv-ray] dropped row key={key!r}: {reason}", file=sys.stderr, flush=True)
     if rejects and rejects_uri:
@@ -141,12 +147,16 @@ def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], ep
         return None
     columns = ["key", "image"] + (["caption"] if cfg.stage == 2 else [])
     storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
-    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one read task per segment
-    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
-                        fn_kwargs={"fs": fs, "paths": paths, "seed": cfg.seed, "epoch": epoch,
-                                   "columns": columns, "latent_paths": latent_paths})
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # One task per segment reads and decodes it. A separate decode `map_batches` with its own
+    # batch size would make Ray Data bundle many segments into one task: no parallelism.
     return ds.map_batches(
-        decode_images,
-        fn_kwargs={"resolution": cfg.data.resolution, "rejects_uri": rejects_uri, "storage_kw": storage_kw},
-        batch_format="numpy", batch_size=64, num_cpus=cfg.data.decode_cpus,
-    )
+        read_and_decode, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
+        fn_kwargs={"read": {"fs": fs, "paths": paths, "seed": cfg.seed, "epoch": epoch, "columns": columns,
+                            "latent_paths": latent_paths},
+                   "decode": {"resolution": cfg.data.resolution, "rejects_uri": rejects_uri,
+                              "storage_kw": storage_kw}})
+
+
+def read_and_decode(batch: dict[str, np.ndarray], read: dict, decode: dict) -> dict[str, np.ndarray]:
+    return decode_images(read_segments(batch, **read), **decode)
