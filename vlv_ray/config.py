@@ -72,6 +72,10 @@ class ModelConfig:
     llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)
     num_queries: int = field(default=77, metadata=_range(1, 77))
     train_vision_tower: bool = False
+    # Stage 2 only:
+    stage1: str | None = None  # the stage-1 export (`<run>/export/stage1`, or the run directory)
+    train_encoder: bool = True  # train the VLV encoder too (the paper's best: FID 6.64 vs 7.55)
+    max_caption_tokens: int = field(default=300, metadata=_range(1))  # captions are cut here, end-of-text kept
 
 
 @dataclass
@@ -116,6 +120,12 @@ class LoggingConfig:
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "vlv-ray"
     wandb_dir: str = "wandb"  # local dir for wandb's files (offline runs: `wandb sync` it later)
+    # Every N steps (0: never): reconstructions (stage 1) or captions (stage 2) of a few
+    # training images, to wandb and to <storage_path>/<name>/eval/.
+    eval_every_steps: int = field(default=0, metadata=_range(0))
+    eval_images: int = field(default=4, metadata=_range(1))
+    eval_sample_steps: int = field(default=20, metadata=_range(1))  # diffusion steps per reconstruction
+    eval_guidance: float = 2.0  # CFG scale (the paper reports CFG 2)
 
 
 @dataclass
@@ -158,6 +168,8 @@ class JobConfig:
             )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ConfigError("deepspeed.precision: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
+        if self.stage == 2 and not self.model.stage1:
+            raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
         if self.model.preset == "paper":
             for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
                 if getattr(self.model, key) is None:

@@ -70,7 +70,13 @@ def test_a_cache_for_another_vae_is_ignored(cached):
 def test_training_reads_the_cache(cached, tmp_path, capfd):
     data, _, _ = cached
     cfg = load_job(JOBS / "tiny.yaml", [f"data.uri={data}", f"storage_path={tmp_path}", "name=cached",
-                                        "max_steps=3", "checkpoint.every_steps=3"])
+                                        "max_steps=3", "checkpoint.every_steps=3",
+                                        "logging.eval_every_steps=2", "logging.eval_sample_steps=2"])
     result = launch.run(cfg)
     assert result.error is None and result.metrics["step"] == 3
     assert "latents from latents-32 (bf16)" in capfd.readouterr().out
+    # The eval at step 2: the first 4 images of rank 0's batch beside their reconstructions.
+    from PIL import Image
+
+    grid = np.asarray(Image.open(tmp_path / "cached" / "eval" / "reconstructions-step-00000002.png"))
+    assert grid.shape == (4 * 32, 2 * 32, 3) and grid[:, 32:].std() > 0

@@ -31,7 +31,7 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
     res = meta["resolution"]
     tokenizer = _sd_tokenizer(meta.get("stable_diffusion"))
     generator = torch.Generator().manual_seed(seed)
-    rows, t0 = [], time.time()
+    rows, done, t0 = [], 0, time.time()
     for chunk, arrays in image_inputs.batches(uris, res, batch_size, **kw):
         with torch.no_grad():
             embeds = encoder(torch.from_numpy(arrays))
@@ -39,16 +39,23 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
             uncond = decoder.empty_prompt(len(chunk), tokenizer)
             recon = decoder.sample(cond, uncond, steps=steps, guidance=guidance, scheduler=scheduler,
                                    generator=generator, resolution=res)
-        for original, made in zip(arrays, recon.numpy()):
-            rows.append(np.concatenate([original, _fit(made, res)], axis=1))
+        rows.append(side_by_side(arrays, recon.numpy()))
+        done += len(chunk)
         if progress:
-            print(f"[reconstruct] {len(rows)}/{len(uris)} images, {len(rows) / (time.time() - t0):.2f} img/s",
+            print(f"[reconstruct] {done}/{len(uris)} images, {done / (time.time() - t0):.2f} img/s",
                   file=sys.stderr, flush=True)
     buf = io.BytesIO()
     Image.fromarray(np.concatenate(rows, axis=0)).save(buf, "PNG")
     storage.write_bytes_atomic(out, buf.getvalue(), **kw)
     return {"out": out, "images": len(uris), "resolution": res, "steps": steps, "guidance": guidance,
             "seed": seed, "scheduler": scheduler or "DDIMScheduler", "step": meta["step"]}
+
+
+def side_by_side(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
+    """One row per image: the original, then its reconstruction (uint8 [n·res, 2·res, 3])."""
+    res = originals.shape[1]
+    return np.concatenate([np.concatenate([o, _fit(r, res)], axis=1)
+                           for o, r in zip(originals, reconstructions)], axis=0)
 
 
 def _fit(image: np.ndarray, res: int) -> np.ndarray:

@@ -129,12 +129,13 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         lr = lr_at(step, cfg.max_steps, cfg.optim)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        data_wait, loss_sum, keys = 0.0, 0.0, []
+        data_wait, loss_sum, keys, tokens = 0.0, 0.0, [], 0
         for micro in range(cfg.deepspeed.grad_accum_steps):
             td = time.perf_counter()
             epoch, batch = data.next()
             data_wait += time.perf_counter() - td
             keys += batch["key"]
+            tokens += batch.get("tokens", 0)
             # A per-(step, rank, micro) generator: noise and timesteps replay exactly on resume.
             gen = torch.Generator(device=device).manual_seed(
                 ((cfg.seed * 1_000_003 + step) * 4099 + rank) * 131 + micro)
@@ -146,11 +147,12 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         step_time = time.perf_counter() - t0
 
         loss_avg = loss_sum / cfg.deepspeed.grad_accum_steps
-        loss_sum_all, rejected = _sum_across_ranks([loss_avg, data.rejected], world)
+        loss_sum_all, rejected, tokens_all = _sum_across_ranks([loss_avg, data.rejected, tokens], world)
         metrics = {
             "step": step, "epoch": epoch, "loss": loss_sum_all / world, "lr": lr,
             "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-            "samples_per_s": samples_per_step / step_time, "step_time_s": step_time,
+            "samples_per_s": samples_per_step / step_time, "tokens_per_s": tokens_all / step_time,
+            "step_time_s": step_time,
             "data_wait_s": data_wait, "rejected_rows": state.get("rejected_rows", 0) + int(rejected),
             "resumed_from": run_start_step,
             "cost_usd": _cost_so_far(cfg, state, started_at, world),
@@ -158,6 +160,11 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         if rank == 0 and (step % cfg.logging.every_steps == 0 or step == cfg.max_steps or step == run_start_step + 1):
             print(format_log_line(metrics, cfg.max_steps), flush=True)
             logger.log(metrics, step)
+        every = cfg.logging.eval_every_steps
+        if every and step % every == 0 and hasattr(stage, "evaluate"):
+            result = stage.evaluate(engine, batch, cfg)  # every rank: ZeRO-3 gathers weights collectively
+            if rank == 0:
+                print(f"[vlv-ray] eval at step {step}: {', '.join(logger.log_eval(result, step))}", flush=True)
         _trace(hooks, rank, step, keys)
         if hooks.get("sigterm_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             preempt.signal_self_for_test()
@@ -215,7 +222,8 @@ def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> 
 
 
 def format_log_line(m: dict[str, Any], max_steps: int) -> str:
+    tokens = f"{m['tokens_per_s']:.0f} tok/s | " if m.get("tokens_per_s") else ""  # stage 2
     return (f"step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
-            f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | "
+            f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | {tokens}"
             f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
             f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")

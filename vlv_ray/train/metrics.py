@@ -41,6 +41,40 @@ class MetricsLogger:
         if self.run is not None:
             self.run.log({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
 
+    def log_eval(self, result: dict[str, Any], step: int) -> list[str]:
+        """Eval artefacts: images (uint8 arrays) and tables (lists of dicts), to storage and wandb."""
+        import io
+        import json
+
+        from PIL import Image
+
+        from vlv_ray import storage
+
+        kw = {"endpoint_url": self.cfg.storage.endpoint_url, "region": self.cfg.storage.region}
+        root = storage.join(self.cfg.storage_path, self.cfg.name, "eval")
+        written = []
+        for name, value in result.items():
+            if hasattr(value, "shape"):  # an image
+                buf = io.BytesIO()
+                Image.fromarray(value).save(buf, "PNG")
+                uri = storage.join(root, f"{name}-step-{step:08d}.png")
+                storage.write_bytes_atomic(uri, buf.getvalue(), **kw)
+                if self.run is not None:
+                    import wandb
+
+                    self.run.log({f"eval/{name}": wandb.Image(value)}, step=step)
+            else:  # a table: a list of flat dicts
+                uri = storage.join(root, f"{name}-step-{step:08d}.jsonl")
+                storage.write_bytes_atomic(uri, "".join(json.dumps(r) + "\n" for r in value).encode(), **kw)
+                if self.run is not None and value:
+                    import wandb
+
+                    cols = list(value[0])
+                    self.run.log({f"eval/{name}": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in value])},
+                                 step=step)
+            written.append(uri)
+        return written
+
     def close(self) -> None:
         if self.run is not None:
             self.run.finish()

@@ -26,6 +26,11 @@ class Stage1:
             train_vision_tower=m.train_vision_tower, seed=cfg.seed,
         )
         self.device = device
+        self.tokenizer = None  # the empty prompt's ids: SD's tokenizer when there is one
+        if m.stable_diffusion:
+            from transformers import CLIPTokenizer
+
+            self.tokenizer = CLIPTokenizer.from_pretrained(m.stable_diffusion, subfolder="tokenizer")
         self.trainable = encoder
         self.vae_digest = vae_digest(decoder.vae)  # which latent cache, if any, matches this VAE
         self.decoder = decoder.to(device=device, dtype=DTYPES[cfg.deepspeed.precision])
@@ -37,6 +42,26 @@ class Stage1:
         if not images.flags.writeable:  # Ray hands out read-only views of its object store
             images = images.copy()
         return {"image": torch.from_numpy(images), "key": list(batch["key"])}
+
+    def evaluate(self, engine, batch: dict[str, Any], cfg: JobConfig) -> dict[str, Any]:
+        """Reconstructions of the batch's first images (CFG sampling). Collective under ZeRO-3."""
+        from vlv_ray.infer.reconstruct import side_by_side
+
+        log = cfg.logging
+        images = batch["image"][:log.eval_images].to(self.device)
+        module = engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                cond = self.decoder.condition(module(images))
+                uncond = self.decoder.empty_prompt(len(images), self.tokenizer)
+                recon = self.decoder.sample(cond, uncond, steps=log.eval_sample_steps, guidance=log.eval_guidance,
+                                            generator=torch.Generator().manual_seed(cfg.seed),
+                                            resolution=cfg.data.resolution)
+        finally:
+            module.train(was_training)
+        return {"reconstructions": side_by_side(images.cpu().numpy(), recon.numpy())}
 
     def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         images = batch["image"].to(self.device, non_blocking=True)
