@@ -82,6 +82,23 @@ def cmd_data_latents(args) -> int:
     return 0
 
 
+def cmd_caption(args) -> int:
+    from vlv_ray.infer.caption import caption
+
+    try:
+        records = caption(args.ckpt, args.images, out=args.out, beams=args.beams, max_new_tokens=args.max_new_tokens,
+                          sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                          batch_size=args.batch_size, endpoint_url=args.endpoint_url, region=args.region)
+    except ValueError as e:  # a bad --beams or --max-new-tokens
+        raise UserError(str(e)) from None
+    if args.out:
+        print(f"wrote {len(records)} captions to {args.out}")
+    else:
+        for r in records:
+            print(json.dumps(r, ensure_ascii=False))
+    return 0
+
+
 def cmd_reconstruct(args) -> int:
     from vlv_ray.infer.reconstruct import reconstruct
 
@@ -182,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
     lat.add_argument("--region", default=None)
     lat.set_defaults(fn=cmd_data_latents)
+
+    cap = sub.add_parser("caption", help="images → a stage-2 captioner → captions (JSONL)")
+    cap.add_argument("ckpt", help="a stage-2 export (or the run directory holding export/stage2)")
+    cap.add_argument("images", nargs="+", help="image files, folders, or storage URIs of either")
+    cap.add_argument("--out", default=None, help="write JSONL {image, caption} here (default: print)")
+    cap.add_argument("--beams", type=int, default=4, help="beam search width; 1 = greedy (default 4)")
+    cap.add_argument("--max-new-tokens", type=int, default=300)
+    cap.add_argument("--sample", action="store_true", help="sample instead of searching")
+    cap.add_argument("--temperature", type=float, default=1.0)
+    cap.add_argument("--top-p", type=float, default=1.0)
+    cap.add_argument("--seed", type=int, default=0)
+    cap.add_argument("--batch-size", type=int, default=8)
+    cap.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+    cap.add_argument("--region", default=None)
+    cap.set_defaults(fn=cmd_caption)
 
     rec = sub.add_parser("reconstruct", help="images → stage-1 caption embeddings → Stable Diffusion → a grid")
     rec.add_argument("ckpt", help="a stage-1 export (or the run directory holding export/stage1)")

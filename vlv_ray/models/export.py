@@ -14,6 +14,7 @@ more and no fewer, or the error lists the difference.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,7 +84,7 @@ def resolve(uri: str, **kw) -> str:
 def read(uri: str, **kw) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors.torch import load as st_load
 
-    uri = resolve(uri, **kw)
+    uri = resolve_any(uri, **kw)
     meta = storage.read_json(storage.join(uri, META_FILE), **kw)
     try:
         tensors = st_load(storage.read_bytes(storage.join(uri, WEIGHTS_FILE), **kw))
@@ -96,6 +97,7 @@ def load_stage1(uri: str, **kw):
     """(encoder, decoder, meta) from a stage-1 export: one call, strict."""
     from vlv_ray.models.presets import build_stage1
 
+    uri = resolve(uri, **kw)
     meta, tensors = read(uri, **kw)
     if meta.get("kind") != "vlv-stage1":
         raise ExportError(f"{uri}: a {meta.get('kind')!r} export, expected a stage-1 (vlv-stage1) export")
@@ -103,5 +105,43 @@ def load_stage1(uri: str, **kw):
         meta["preset"], num_queries=meta["num_queries"], resolution=meta["resolution"],
         florence_path=meta.get("florence"), sd_path=meta.get("stable_diffusion"),
         train_vision_tower=meta.get("train_vision_tower", False), seed=meta.get("seed", 0))
-    load_strict(encoder, tensors, f"{resolve(uri, **kw)}/{WEIGHTS_FILE}")
+    load_strict(encoder, tensors, f"{uri}/{WEIGHTS_FILE}")
     return encoder.eval(), decoder, meta
+
+
+def stage2_meta(cfg, state: dict[str, Any]) -> dict[str, Any]:
+    m = cfg.model
+    stage1 = m.stage1 if "://" in m.stage1 else str(Path(m.stage1).expanduser().resolve())
+    return {"kind": "vlv-stage2", "preset": m.preset, "llm": m.llm, "stage1": stage1,
+            "train_encoder": m.train_encoder, "max_caption_tokens": m.max_caption_tokens,
+            "resolution": cfg.data.resolution, "seed": cfg.seed,
+            "step": state["step"], "config_hash": state["config_hash"], "job": cfg.name}
+
+
+def load_stage2(uri: str, **kw):
+    """(CaptionModel, meta) from a stage-2 export: one call, strict.
+
+    The encoder's frozen parts come from the stage-1 export the run started from
+    (`stage1` in vlv.json); everything stage 2 trained comes from this export.
+    """
+    from types import SimpleNamespace
+
+    from vlv_ray.train.stage2 import build_caption_model
+
+    meta, tensors = read(uri, **kw)
+    if meta.get("kind") != "vlv-stage2":
+        raise ExportError(f"{uri}: a {meta.get('kind')!r} export, expected a stage-2 (vlv-stage2) export")
+    encoder, decoder, _ = load_stage1(meta["stage1"], **kw)
+    model = build_caption_model(SimpleNamespace(preset=meta["preset"], llm=meta.get("llm"),
+                                                train_encoder=meta["train_encoder"]),
+                                encoder, decoder.text_encoder, seed=meta.get("seed", 0))
+    load_strict(model, tensors, f"{resolve_any(uri, **kw)}/{WEIGHTS_FILE}")
+    return model.eval(), meta
+
+
+def resolve_any(uri: str, **kw) -> str:
+    """An export directory, or a run directory holding export/stage2 or export/stage1."""
+    for candidate in (uri, storage.join(uri, "export", "stage2"), storage.join(uri, "export", "stage1")):
+        if storage.exists(storage.join(candidate, META_FILE), **kw):
+            return candidate
+    raise ExportError(f"{uri}: not a vlv-ray export (no {META_FILE} here or under export/stage2/ or export/stage1/)")

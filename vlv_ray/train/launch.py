@@ -77,6 +77,8 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     job = cfg.to_dict(redact=False)
     job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
     job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
+    if cfg.model.stage1:
+        job["model"]["stage1"] = absolutize(cfg.model.stage1)
     loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
     return TorchTrainer(
         train_worker,
