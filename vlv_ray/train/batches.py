@@ -8,6 +8,7 @@ some of its rows were undecodable: those rows are dropped, never padded.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -33,6 +34,8 @@ class Batches:
             self.latent_paths = [storage.resolve(storage.join(data_uri, self.cache["dir"], f["path"]), **kw)[1]
                                  for f in self.cache["files"]]
         self.position = order.resized(position or {"epoch": 0}, world)
+        # Each epoch starts a dataset; Ray Data's per-dataset INFO lines would bury the log.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         self.rejected = 0  # rows this rank consumed but could not decode, this run
         self._open()
 

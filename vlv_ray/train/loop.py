@@ -126,6 +126,10 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     samples_per_step = cfg.global_batch_size
     while step < cfg.max_steps:
         t0 = time.perf_counter()
+        # Every random draw is a function of (seed, step, rank[, micro]): dropout uses the global
+        # generator, seeded here; noise and timesteps a generator per micro-step (below). So a
+        # checkpoint needs no RNG state, and a resumed run draws exactly what it would have.
+        torch.manual_seed(((cfg.seed * 1_000_003 + step) * 4099 + rank) % (2**63))
         lr = lr_at(step, cfg.max_steps, cfg.optim)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
