@@ -77,3 +77,22 @@ def test_truncation_keeps_end_of_text():
     c = tiny_captioner(prefix_dim=32, max_caption_tokens=3)
     tokens, mask = c.targets(["a large red circle on a dark background"])
     assert tokens.shape == (1, 3) and tokens[0, -1].item() == c.tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("train_encoder", [True, False])
+def test_stage2_gradients_reach_exactly_the_trainable_parts(train_encoder):
+    from vlv_ray.models.presets import build_stage1
+    from vlv_ray.train.stage2 import CaptionModel
+
+    encoder, decoder = build_stage1("tiny", resolution=32)
+    model = CaptionModel(encoder, decoder.text_encoder, tiny_captioner(prefix_dim=decoder.hidden_size),
+                         train_encoder=train_encoder).train()
+    assert not model.text_encoder.training  # frozen parts stay in eval mode
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    prefix = model.prefix(images)
+    assert prefix.shape == (2, 77, decoder.hidden_size) and prefix.dtype == torch.float32
+    model(images, CAPTIONS[:2]).backward()
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    assert all(p.grad is None for p in model.encoder.florence.vision_tower.parameters())
+    assert (model.encoder.queries.grad is not None) == train_encoder
+    assert all(p.grad is not None for p in model.captioner.parameters() if p.requires_grad)
