@@ -99,6 +99,11 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
+    p.add_argument("--region", default=None, help="S3 region (else AWS_DEFAULT_REGION)")
+
+
 def cmd_reconstruct(args) -> int:
     from vlv_ray.infer.reconstruct import reconstruct
 
@@ -220,8 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     lat.add_argument("--batch-size", type=int, default=32)
     lat.add_argument("--actors", type=int, default=None, help="VAE actors (default: one per GPU, else 1)")
-    lat.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
-    lat.add_argument("--region", default=None)
+    _storage_args(lat)
     lat.set_defaults(fn=cmd_data_latents)
 
     cap = sub.add_parser("caption", help="images → a stage-2 captioner → captions (JSONL)")
@@ -235,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--top-p", type=float, default=1.0)
     cap.add_argument("--seed", type=int, default=0)
     cap.add_argument("--batch-size", type=int, default=8)
-    cap.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
-    cap.add_argument("--region", default=None)
+    _storage_args(cap)
     cap.set_defaults(fn=cmd_caption)
 
     rec = sub.add_parser("reconstruct", help="images → stage-1 caption embeddings → Stable Diffusion → a grid")
@@ -244,12 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("images", nargs="+", help="image files, folders, or storage URIs of either")
     rec.add_argument("--out", default="reconstructions.png", help="the grid: originals beside reconstructions")
     rec.add_argument("--steps", type=int, default=50)
-    rec.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    rec.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (paper: 2.0)")
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--scheduler", default=None, help="a diffusers scheduler class name (default DDIMScheduler)")
     rec.add_argument("--batch-size", type=int, default=8)
-    rec.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
-    rec.add_argument("--region", default=None)
+    _storage_args(rec)
     rec.set_defaults(fn=cmd_reconstruct)
 
     train = sub.add_parser("train", help="run (or resume) the job in JOB.yaml")

@@ -19,7 +19,7 @@ from vlv_ray.infer import images as image_inputs
 from vlv_ray.models import export
 
 
-def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guidance: float = 7.5,
+def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guidance: float = 2.0,
                 seed: int = 0, scheduler: str | None = None, batch_size: int = 8, progress: bool = True,
                 **kw) -> dict:
     """Write a grid (original | reconstruction, one row per image) to `out`; return a summary."""
