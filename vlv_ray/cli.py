@@ -33,7 +33,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_config_show(args) -> int:
-    print(dump_yaml(load_job(args.job, args.overrides)), end="")
+    cfg = load_job(args.job, args.overrides)
+    if not args.params:
+        print(json.dumps(cfg.to_dict(redact=True)) if args.json else dump_yaml(cfg), end="\n" if args.json else "")
+        return 0
+    from vlv_ray.models.presets import ModelBuildError, format_param_counts, param_counts
+
+    start = time.perf_counter()
+    try:  # configs alone, on the meta device: no weights, no download
+        counts = param_counts(cfg)
+    except ModelBuildError as e:
+        raise UserError(str(e)) from None
+    seconds = round(time.perf_counter() - start, 2)
+    if args.json:
+        print(json.dumps({"job": cfg.name, "stage": cfg.stage, "preset": cfg.model.preset, **counts,
+                          "build_seconds": seconds}))
+        return 0
+    print(f"{cfg.name}: stage {cfg.stage}, preset {cfg.model.preset}; parameters from configs alone "
+          f"(built on the meta device in {seconds:.1f}s)")
+    for model, source in counts["configs"].items():
+        print(f"  {model}: {source}")
+    print(format_param_counts(counts))
     return 0
 
 
@@ -271,9 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="show or check job files")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    show = csub.add_parser("show", help="print the resolved job (secrets redacted)")
+    show = csub.add_parser("show", help="print the resolved job (secrets redacted), or its models' parameter counts")
     show.add_argument("job")
     show.add_argument("overrides", nargs="*", metavar="key=value")
+    show.add_argument("--params", action="store_true",
+                      help="parameter counts (total, trainable) per module, built from configs alone: no weights")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(fn=cmd_config_show)
     check = csub.add_parser("check", help="validate job files")
     check.add_argument("jobs", nargs="+")
