@@ -72,8 +72,10 @@ def cmd_config_check(args) -> int:
 def cmd_data_prepare(args) -> int:
     from vlv_ray.data import shards
 
-    m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, min_side=args.min_side,
-                       max_aspect=args.max_aspect, captions=args.captions)
+    m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
+                       min_side=args.min_side, max_aspect=args.max_aspect, captions=args.captions,
+                       image_column=args.image_column, key_column=args.key_column,
+                       caption_column=args.caption_column, endpoint_url=args.endpoint_url, region=args.region)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(m.get("rejected", {}).items())) or "none"
     print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest} (rejected: {rejected})")
     return 0
@@ -82,7 +84,7 @@ def cmd_data_prepare(args) -> int:
 def cmd_data_inspect(args) -> int:
     from vlv_ray.data import shards
 
-    report = shards.inspect(args.uri)
+    report = shards.inspect(args.uri, endpoint_url=args.endpoint_url, region=args.region)
     print(json.dumps(report, indent=1) if args.json else shards.format_inspect(report))
     return 0
 
@@ -227,16 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare and inspect sharded image datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     prep = dsub.add_parser("prepare", help="images in SRC → parquet shards + manifest.json in DEST")
-    prep.add_argument("src", help="a folder of images (jpg, jpeg, png, webp), searched recursively")
+    prep.add_argument("src", help="a folder of images (jpg, jpeg, png, webp; recursive), of webdataset .tar "
+                                   "shards or of parquet files with image bytes; or one .tar/.parquet; any storage URI")
     prep.add_argument("dest", help="a storage URI: local path, file://, s3://, gs://")
     prep.add_argument("--shard-rows", type=int, default=10000)
+    prep.add_argument("--row-group-rows", type=int, default=256,
+                      help="rows per parquet row group: the training reader's unit of reading and shuffling")
+    prep.add_argument("--image-column", default=None, help="parquet sources: the image-bytes column "
+                      "(default: the first of image, jpg, png, bytes, img; HF {bytes, path} structs work)")
+    prep.add_argument("--key-column", default=None, help="parquet sources: the key column (default: key, else file/row)")
+    prep.add_argument("--caption-column", default=None, help="parquet sources: the caption column (default: caption)")
     prep.add_argument("--min-side", type=int, default=0, help="reject images whose shorter side is below PX")
     prep.add_argument("--max-aspect", type=float, default=None, help="reject aspect ratios beyond R or 1/R")
     prep.add_argument("--captions", default=None, help="JSONL {key, caption} or CSV key,caption")
+    _storage_args(prep)
     prep.set_defaults(fn=cmd_data_prepare)
     insp = dsub.add_parser("inspect", help="shards, rows, bytes, rejects and integrity of a dataset")
     insp.add_argument("uri")
     insp.add_argument("--json", action="store_true")
+    _storage_args(insp)
     insp.set_defaults(fn=cmd_data_inspect)
     lat = dsub.add_parser("latents", help="cache every image's VAE latent next to its shard (Ray Data actors)")
     lat.add_argument("uri", help="a prepared dataset (its manifest.json gains a `latents` entry)")

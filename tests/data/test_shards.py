@@ -54,11 +54,11 @@ def test_rerun_after_crash_reuses_complete_shards(tmp_path, monkeypatch):
     real_write = shards._write_shard
     calls = []
 
-    def crash_on_third(dest_, index, rows, kw):
+    def crash_on_third(dest_, index, *rest):
         calls.append(index)
         if index == 2:
             raise KeyboardInterrupt("simulated crash")
-        return real_write(dest_, index, rows, kw)
+        return real_write(dest_, index, *rest)
 
     monkeypatch.setattr(shards, "_write_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
@@ -137,7 +137,7 @@ def test_progress_lines_go_to_stderr_one_per_shard(tmp_path, capsys):
     out = capsys.readouterr()
     lines = out.err.strip().splitlines()
     assert out.out == "" and len(lines) == 3
-    assert lines[0].startswith("[prepare] shard 0: 3 rows, 3/7 files,") and "img/s, ETA" in lines[0]
+    assert lines[0].startswith("[prepare] shard 0: 3 rows, 3/7 items,") and "img/s, ETA" in lines[0]
 
 
 def test_rerun_of_a_finished_dataset_is_a_no_op_until_inputs_change(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import io
 import json
 import sys
 import time
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any, Iterator, TypedDict
 
 import pyarrow as pa
@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vlv_ray import storage
+from vlv_ray.data import sources
 from vlv_ray.data.decode import MAX_PIXELS
 
 SCHEMA_VERSION = 1
@@ -35,7 +36,7 @@ SHARD_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("caption", pa.string()),
 ])
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = sources.IMAGE_SUFFIXES
 MANIFEST, PROGRESS = "manifest.json", "_progress.json"
 
 
@@ -43,11 +44,15 @@ class DataError(ValueError):
     """A dataset or source that cannot be used, named in the message."""
 
 
-class ShardRecord(TypedDict):
+class _ShardRequired(TypedDict):
     path: str  # relative to the dataset folder
     rows: int
     bytes: int
     sha256: str
+
+
+class ShardRecord(_ShardRequired, total=False):
+    row_groups: list[int]  # rows per parquet row group; older datasets lack it (one group)
 
 
 class _ManifestRequired(TypedDict):
@@ -66,17 +71,6 @@ class Manifest(_ManifestRequired, total=False):
 
 
 # ---------------------------------------------------------------------------- reading sources
-
-
-def _list_images(src: Path) -> list[Path]:
-    if not src.exists():
-        raise DataError(f"{src}: no such folder")
-    if not src.is_dir():
-        raise DataError(f"{src}: expected a folder of images")
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{src}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
-    return files
 
 
 def load_captions(path: str | None) -> dict[str, str]:
@@ -144,24 +138,14 @@ def check_image(data: bytes, min_side: int, max_aspect: float | None,
     return w, h
 
 
-def _inputs_digest(src: Path, files: list[Path], options: dict[str, Any], captions: str | None) -> str:
-    """What a finished dataset was made from. Names and sizes only: hashing every image
-    would cost as much as preparing again."""
-    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for f in files:
-        h.update(f"{_rel(f, src)}\t{f.stat().st_size}\n".encode())
-    if captions is not None:
-        h.update(hashlib.sha256(storage.read_bytes(captions)).digest())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------- writing
 
 
-def _write_shard(dest: str, index: int, rows: list[dict], kw: dict) -> ShardRecord:
+def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_rows: int = 256) -> ShardRecord:
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="none")  # images are already compressed
+    # Row groups are the training reader's unit: one read task and one shuffle block each.
+    pq.write_table(table, buf, compression="none", row_group_size=row_group_rows)  # images are already compressed
     data = buf.getvalue()
     name = f"shard-{index:05d}.parquet"
     uri = storage.join(dest, name)
@@ -169,34 +153,46 @@ def _write_shard(dest: str, index: int, rows: list[dict], kw: dict) -> ShardReco
     # Verify what storage holds before recording the shard as complete.
     back = storage.read_bytes(uri, **kw)
     digest = hashlib.sha256(data).hexdigest()
-    if hashlib.sha256(back).hexdigest() != digest or pq.read_metadata(io.BytesIO(back)).num_rows != len(rows):
+    meta = pq.read_metadata(io.BytesIO(back))
+    if hashlib.sha256(back).hexdigest() != digest or meta.num_rows != len(rows):
         raise DataError(f"{uri}: verification after write failed (storage returned different bytes)")
-    return {"path": name, "rows": len(rows), "bytes": len(data), "sha256": digest}
+    return {"path": name, "rows": len(rows), "bytes": len(data), "sha256": digest,
+            "row_groups": [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]}
 
 
 def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 256 << 20,
-            min_side: int = 0, max_aspect: float | None = None, captions: str | None = None,
-            progress: bool = True, **kw) -> Manifest:
-    """A folder of images → parquet shards + manifest in `dest`. Returns the manifest.
+            row_group_rows: int = 256, min_side: int = 0, max_aspect: float | None = None,
+            captions: str | None = None, image_column: str | None = None, key_column: str | None = None,
+            caption_column: str | None = None, progress: bool = True, **kw) -> Manifest:
+    """Images in `src` (a folder, tar shards or parquet files: `sources.py`) → parquet shards
+    + manifest in `dest`. Returns the manifest.
 
-    `kw` (endpoint_url, region) go to `storage.resolve` for `dest`. A shard closes at
-    `shard_rows` rows or `shard_bytes` of image bytes, whichever comes first.
+    `kw` (endpoint_url, region) go to `storage.resolve` for both. A shard closes at
+    `shard_rows` rows or `shard_bytes` of image bytes, whichever comes first. A caption
+    from `captions` (JSONL/CSV, by key) wins over one the source carries.
     """
-    if shard_rows < 1:
-        raise DataError(f"--shard-rows: got {shard_rows}, expected at least 1")
-    if min_side < 0:
-        raise DataError(f"--min-side: got {min_side}, expected 0 or more")
+    for flag, value, low in (("--shard-rows", shard_rows, 1), ("--row-group-rows", row_group_rows, 1),
+                             ("--min-side", min_side, 0)):
+        if value < low:
+            raise DataError(f"{flag}: got {value}, expected at least {low}")
     if max_aspect is not None and max_aspect < 1:
         raise DataError(f"--max-aspect: got {max_aspect}, expected at least 1")
-    src_path = Path(src)
-    files = _list_images(src_path)
+    try:
+        source = sources.open_source(src, image_column=image_column, key_column=key_column,
+                                     caption_column=caption_column, **kw)
+    except sources.SourceError as e:
+        raise DataError(str(e)) from None
     caption_of = load_captions(captions)
-    if caption_of and not any(_key(f, src_path) in caption_of or _rel(f, src_path) in caption_of for f in files):
-        raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
-                        f"'{_key(files[0], src_path)}': the path under SRC without extension)")
+    if caption_of and source.kind == "folder":
+        keys = [str(PurePosixPath(f).with_suffix("")) for f in source.files]
+        if not any(k in caption_of or f in caption_of for k, f in zip(keys, source.files)):
+            raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
+                            f"'{keys[0]}': the path under SRC without extension)")
     filters = {"min_side": min_side, "max_aspect": max_aspect, "captions": captions is not None}
-    inputs = _inputs_digest(src_path, files, {**filters, "shard_rows": shard_rows,
-                                              "shard_bytes": shard_bytes}, captions)
+    inputs = source.digest({**filters, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
+                            "row_group_rows": row_group_rows, "columns": [image_column, key_column, caption_column],
+                            "captions_sha256": hashlib.sha256(storage.read_bytes(captions)).hexdigest()
+                            if captions else None})
 
     def say(msg: str) -> None:
         if progress:
@@ -213,66 +209,68 @@ def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 
     state = _resume_state(dest, inputs, kw)
     shards: list[ShardRecord] = state["shards"]
     rejected: dict[str, int] = dict(state["rejected"])
-    captioned, start = state["captioned"], state["next_file"]
+    captioned, start = state["captioned"], state["next_item"]
+    total = source.total
     if start:
-        say(f"resuming: {len(shards)} complete shards, from file {start}/{len(files)}")
+        say(f"resuming: {len(shards)} complete shards, from item {start}" + (f"/{total}" if total else ""))
 
-    seen_keys = {_key(f, src_path) for f in files[:start]}
+    seen_keys: set[str] = set()
     rows: list[dict] = []
-    size, t0 = 0, time.time()
-    for i in range(start, len(files)):
-        key = _key(files[i], src_path)
-        row = "duplicate_key" if key in seen_keys else _row(files[i], src_path, min_side, max_aspect, caption_of)
-        seen_keys.add(key)  # a.jpg and a.png: the first in sorted order wins, whatever becomes of it
+    size, t0, i = 0, time.time(), -1
+
+    def close_shard(next_item: int) -> None:
+        nonlocal rows, size
+        shards.append(_write_shard(dest, len(shards), rows, kw, row_group_rows))
+        rows, size = [], 0
+        storage.write_json_atomic(storage.join(dest, PROGRESS), {
+            "inputs_sha256": inputs, "shards": shards, "rejected": rejected,
+            "captioned": captioned, "next_item": next_item}, **kw)
+        rate = (next_item - start) / max(time.time() - t0, 1e-6)
+        eta = f", ETA {(total - next_item) / rate:.0f}s" if total else ""
+        say(f"shard {len(shards) - 1}: {shards[-1]['rows']} rows, {next_item}" + (f"/{total}" if total else "")
+            + f" items, {rate:.0f} img/s{eta}")
+
+    for i, item in enumerate(source.items()):
+        if i < start:  # written before a crash: only its key matters (duplicates)
+            seen_keys.add(item.key)
+            continue
+        row = "duplicate_key" if item.key in seen_keys else _row(item, min_side, max_aspect, caption_of)
+        seen_keys.add(item.key)  # a.jpg and a.png: the first in order wins, whatever becomes of it
         if isinstance(row, str):
             rejected[row] = rejected.get(row, 0) + 1
         else:
             rows.append(row)
             size += len(row["image"])
             captioned += row["caption"] is not None
-        if rows and (len(rows) >= shard_rows or size >= shard_bytes or i == len(files) - 1):
-            shards.append(_write_shard(dest, len(shards), rows, kw))
-            rows, size = [], 0
-            storage.write_json_atomic(storage.join(dest, PROGRESS), {
-                "inputs_sha256": inputs, "shards": shards, "rejected": rejected,
-                "captioned": captioned, "next_file": i + 1}, **kw)
-            rate = (i + 1 - start) / max(time.time() - t0, 1e-6)
-            say(f"shard {len(shards) - 1}: {shards[-1]['rows']} rows, {i + 1}/{len(files)} files, "
-                f"{rate:.0f} img/s, ETA {(len(files) - i - 1) / rate:.0f}s")
+        if rows and (len(rows) >= shard_rows or size >= shard_bytes):
+            close_shard(i + 1)
+    if rows:
+        close_shard(i + 1)
     if not shards:
         raise DataError(f"{src}: every image was rejected ({_fmt_counts(rejected)})")
     manifest: Manifest = {
         "schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": shards,
         "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
         "filters": filters, "rejected": rejected, "captioned": captioned, "inputs_sha256": inputs,
+        "source": source.kind,
     }
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
     storage.delete(storage.join(dest, PROGRESS), **kw)
     return manifest
 
 
-def _key(f: Path, src: Path) -> str:
-    return f.relative_to(src).with_suffix("").as_posix()
-
-
-def _rel(f: Path, src: Path) -> str:
-    return f.relative_to(src).as_posix()
-
-
-def _row(f: Path, src: Path, min_side: int, max_aspect: float | None,
+def _row(item: sources.Item, min_side: int, max_aspect: float | None,
          caption_of: dict[str, str]) -> dict[str, Any] | str:
-    """One shard row for image file `f`, or the reason it is rejected."""
-    try:
-        data = f.read_bytes()
-    except OSError:
+    """One shard row for a source item, or the reason it is rejected."""
+    data = item.load()
+    if data is None:
         return "unreadable"
     checked = check_image(data, min_side, max_aspect)
     if isinstance(checked, str):
         return checked
-    key = _key(f, src)
-    caption = caption_of.get(key, caption_of.get(_rel(f, src)))  # caption keys with extension work too
-    return {"key": key, "image": data, "width": checked[0], "height": checked[1],
-            "source": str(f), "caption": caption}
+    caption = caption_of.get(item.key, caption_of.get(item.alias or "", item.caption))
+    return {"key": item.key, "image": data, "width": checked[0], "height": checked[1],
+            "source": item.source, "caption": caption}
 
 
 def _finished_manifest(dest: str, inputs: str, kw: dict) -> Manifest | None:
@@ -295,7 +293,7 @@ def _finished_manifest(dest: str, inputs: str, kw: dict) -> Manifest | None:
 
 
 def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
-    fresh = {"shards": [], "rejected": {}, "captioned": 0, "next_file": 0}
+    fresh = {"shards": [], "rejected": {}, "captioned": 0, "next_item": 0}
     uri = storage.join(dest, PROGRESS)
     if not storage.exists(uri, **kw):
         return fresh
@@ -303,7 +301,7 @@ def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
         state = storage.read_json(uri, **kw)
     except ValueError:
         return fresh
-    if state.get("inputs_sha256") != inputs:
+    if state.get("inputs_sha256") != inputs or "next_item" not in state:
         return fresh  # other files or options: start over rather than mix shards
     for s in state["shards"]:  # every recorded shard must still be intact
         try:
@@ -342,7 +340,7 @@ def load_manifest(uri: str, **kw) -> Manifest:
     if not isinstance(manifest.get("shards"), list):
         raise DataError(f"{m_uri}: missing key 'shards' (a list of shard records)")
     for i, s in enumerate(manifest["shards"]):
-        if not isinstance(s, dict) or not all(k in s for k in ShardRecord.__annotations__):
+        if not isinstance(s, dict) or not all(k in s for k in _ShardRequired.__annotations__):
             raise DataError(f"{m_uri}: shards[{i}]: expected path, rows, bytes and sha256")
     return manifest
 
@@ -364,9 +362,13 @@ def inspect(uri: str, **kw) -> dict[str, Any]:
         if hashlib.sha256(data).hexdigest() != s["sha256"]:
             problems.append({"path": s["path"], "problem": "sha256 mismatch"})
             continue
-        rows = pq.read_metadata(io.BytesIO(data)).num_rows  # matching hash, but a hand-edited manifest?
-        if rows != s["rows"]:
-            problems.append({"path": s["path"], "problem": f"{rows} rows, manifest says {s['rows']}"})
+        meta = pq.read_metadata(io.BytesIO(data))  # matching hash, but a hand-edited manifest?
+        if meta.num_rows != s["rows"]:
+            problems.append({"path": s["path"], "problem": f"{meta.num_rows} rows, manifest says {s['rows']}"})
+            continue
+        groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        if "row_groups" in s and s["row_groups"] != groups:
+            problems.append({"path": s["path"], "problem": f"row groups {groups}, manifest says {s['row_groups']}"})
     shards = manifest["shards"]
     return {"uri": uri, "schema_version": manifest["schema_version"], "shards": shards,
             "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),

@@ -1,0 +1,233 @@
+"""Where `data prepare` reads images from: a folder tree, webdataset-style tar shards, or
+parquet files with an image-bytes column (LAION/HF style). Local paths or storage URIs.
+
+Each source yields `Item`s in one fixed order (sorted files, then file order), so a
+re-run after a crash can skip the items already written by counting them. Nothing is
+loaded whole: tar files are streamed member by member, parquet files by row batches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator
+
+from vlv_ray import storage
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "img")  # tried in order when --image-column is not given
+
+
+class SourceError(ValueError):
+    """A source that cannot be read as asked, named in the message."""
+
+
+@dataclass
+class Item:
+    key: str
+    load: Callable[[], bytes | None]  # None: the bytes could not be read (a reject, not a crash)
+    caption: str | None
+    source: str
+    alias: str | None = None  # another name a captions file may use (a folder image's path with extension)
+
+
+@dataclass
+class Source:
+    kind: str  # "folder" | "tar" | "parquet"
+    files: list[str]  # what it reads, in order
+    sizes: list[int]
+    total: int | None  # items, when known without reading everything
+    items: Callable[[], Iterator[Item]]
+
+    def digest(self, options: dict[str, Any]) -> str:
+        """What a dataset was made from: file names, sizes and options (not contents: hashing
+        every image would cost as much as preparing again)."""
+        h = hashlib.sha256(json.dumps({**options, "kind": self.kind}, sort_keys=True).encode())
+        for f, n in zip(self.files, self.sizes):
+            h.update(f"{f}\t{n}\n".encode())
+        return h.hexdigest()
+
+
+def open_source(src: str, *, image_column: str | None = None, key_column: str | None = None,
+                caption_column: str | None = None, **kw) -> Source:
+    """The source at `src`: a .tar or .parquet file, or a folder of images, of .tar or of .parquet files."""
+    lower = src.lower().rstrip("/")
+    if lower.endswith(".tar"):
+        return _tar_source([src], **kw)
+    if lower.endswith(".parquet"):
+        return _parquet_source([src], image_column, key_column, caption_column, **kw)
+    if "://" not in src:
+        p = Path(src)
+        if not p.exists():
+            raise SourceError(f"{src}: no such folder")
+        if not p.is_dir():
+            raise SourceError(f"{src}: expected a folder (of images, .tar or .parquet files), a .tar or a .parquet file")
+    files = _walk(src, kw)
+    tars = sorted(f for f in files if f.lower().endswith(".tar"))
+    parquets = sorted(f for f in files if f.lower().endswith(".parquet"))
+    images = sorted(f for f in files if f.lower().endswith(IMAGE_SUFFIXES))
+    if images:
+        return _folder_source(src, images, **kw)
+    if tars:
+        return _tar_source(tars, **kw)
+    if parquets:
+        return _parquet_source(parquets, image_column, key_column, caption_column, **kw)
+    raise SourceError(f"{src}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, .tar and .parquet, "
+                      "recursively)")
+
+
+def _walk(src: str, kw: dict) -> list[str]:
+    """URIs of every file below `src`, recursively."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.resolve(src, **kw)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise SourceError(f"{src}: no such folder")
+    root = path.rstrip("/")
+    return [storage.join(src, i.path[len(root):].lstrip("/"))
+            for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
+
+
+# ---------------------------------------------------------------------------- folder of images
+
+
+def _folder_source(src: str, files: list[str], **kw) -> Source:
+    root = src.rstrip("/")
+    rels = [f[len(root):].lstrip("/") if f.startswith(root) else PurePosixPath(f).name for f in files]
+    fs, _ = storage.resolve(src, **kw)
+    sizes = [fs.get_file_info(storage.resolve(f, **kw)[1]).size for f in files]
+
+    def load(uri: str) -> Callable[[], bytes | None]:
+        def read() -> bytes | None:
+            try:
+                return storage.read_bytes(uri, **kw)
+            except OSError:
+                return None
+        return read
+
+    def items() -> Iterator[Item]:
+        for f, rel in zip(files, rels):
+            yield Item(str(PurePosixPath(rel).with_suffix("")), load(f), None, f, alias=rel)
+
+    return Source("folder", rels, sizes, len(files), items)
+
+
+# ---------------------------------------------------------------------------- webdataset tar
+
+
+def _tar_source(tars: list[str], **kw) -> Source:
+    fs, _ = storage.resolve(tars[0], **kw)
+    sizes = []
+    for t in tars:
+        info = fs.get_file_info(storage.resolve(t, **kw)[1])
+        if info.size is None:
+            raise SourceError(f"{t}: no such file")
+        sizes.append(info.size)
+
+    def items() -> Iterator[Item]:
+        for t in tars:
+            yield from _tar_items(t, kw)
+
+    return Source("tar", tars, sizes, None, items)
+
+
+def _tar_items(uri: str, kw: dict) -> Iterator[Item]:
+    """Members grouped by key (the path without its extension), as webdataset writes them."""
+    fs, path = storage.resolve(uri, **kw)
+    group: dict[str, bytes] = {}
+    key = None
+    try:
+        with fs.open_input_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = PurePosixPath(member.name)
+                stem, _, ext = name.name.partition(".")  # webdataset: the key ends at the first dot
+                k = stem if str(name.parent) == "." else f"{name.parent}/{stem}"
+                if key is not None and k != key:
+                    yield _tar_item(key, group, uri)
+                    group = {}
+                key = k
+                f = tar.extractfile(member)
+                group[ext.lower()] = f.read() if f else b""
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise SourceError(f"{uri}: not a readable tar file ({type(e).__name__}: {e})") from None
+    if key is not None:
+        yield _tar_item(key, group, uri)
+
+
+def _tar_item(key: str, group: dict[str, bytes], uri: str) -> Item:
+    image = next((group[ext] for ext in ("jpg", "jpeg", "png", "webp") if ext in group), None)
+    caption = None
+    if "txt" in group:
+        caption = group["txt"].decode("utf-8", "replace").strip() or None
+    elif "json" in group:
+        try:
+            meta = json.loads(group["json"])
+            caption = meta.get("caption") if isinstance(meta, dict) and isinstance(meta.get("caption"), str) else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            caption = None
+    return Item(key, lambda: image, caption, f"{uri}#{key}")
+
+
+# ---------------------------------------------------------------------------- parquet with image bytes
+
+
+def _parquet_source(files: list[str], image_column: str | None, key_column: str | None,
+                    caption_column: str | None, **kw) -> Source:
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.resolve(files[0], **kw)
+    sizes, rows, plans = [], 0, []
+    for f in files:
+        path = storage.resolve(f, **kw)[1]
+        try:
+            with fs.open_input_file(path) as fh:
+                pf = pq.ParquetFile(fh)
+                schema, n = pf.schema_arrow, pf.metadata.num_rows
+        except FileNotFoundError:
+            raise SourceError(f"{f}: no such file") from None
+        except Exception as e:  # pyarrow raises ArrowInvalid and friends for a bad footer
+            raise SourceError(f"{f}: not a readable parquet file ({type(e).__name__})") from None
+        names = schema.names
+        image = image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
+        if image is None or image not in names:
+            wanted = f"column {image_column!r}" if image_column else f"an image column ({', '.join(IMAGE_COLUMNS)})"
+            raise SourceError(f"{f}: no {wanted}; its columns: {', '.join(names)} (set --image-column)")
+        for opt, col in (("--key-column", key_column), ("--caption-column", caption_column)):
+            if col is not None and col not in names:
+                raise SourceError(f"{f}: no column {col!r} ({opt}); its columns: {', '.join(names)}")
+        key = key_column or ("key" if "key" in names else None)
+        caption = caption_column or ("caption" if "caption" in names else None)
+        plans.append((f, path, image, key, caption))
+        sizes.append(fs.get_file_info(path).size)
+        rows += n
+
+    def items() -> Iterator[Item]:
+        for f, path, image, key, caption in plans:
+            with fs.open_input_file(path) as fh:
+                pf = pq.ParquetFile(fh)
+                cols = [c for c in (image, key, caption) if c]
+                stem, i = PurePosixPath(f).stem, 0
+                for batch in pf.iter_batches(batch_size=256, columns=cols):
+                    d = batch.to_pydict()
+                    for j in range(batch.num_rows):
+                        data = _image_bytes(d[image][j])
+                        k = str(d[key][j]) if key and d[key][j] is not None else f"{stem}/{i}"
+                        c = d[caption][j] if caption else None
+                        yield Item(k, (lambda b=data: b), c if isinstance(c, str) and c.strip() else None,
+                                   f"{f}#{i}")
+                        i += 1
+
+    return Source("parquet", files, sizes, rows, items)
+
+
+def _image_bytes(value: Any) -> bytes | None:
+    """Raw bytes, or an HF `Image` struct {"bytes": …, "path": …}."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)):
+        return bytes(value["bytes"])
+    return None
