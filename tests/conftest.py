@@ -140,7 +140,7 @@ def tiny_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-ds")
     synthetic.write_images(root / "img", n=64, seed=1)
-    shards.prepare(str(root / "img"), str(root / "data"), shard_rows=16, progress=False)
+    shards.prepare(str(root / "img"), str(root / "data"), shard_rows=16, row_group_rows=8, progress=False)
     return root / "data"
 
 

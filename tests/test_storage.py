@@ -13,14 +13,22 @@ def test_local_forms_resolve_to_absolute_paths(tmp_path, monkeypatch):
 
 
 def test_s3_uses_endpoint_from_argument_or_env(monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     fs, path = storage.resolve("s3://bucket/a/b/", endpoint_url="http://127.0.0.1:9000")
     assert isinstance(fs, pafs.S3FileSystem) and path == "bucket/a/b"
-    opts = fs.__reduce__()[1][0]
+    opts = pafs.S3FileSystem.__reduce__(fs)[1][0]  # what pyarrow itself would pickle
     assert opts["endpoint_override"] == "127.0.0.1:9000" and opts["scheme"] == "http"
-    # Credentials are never baked into the filesystem object (it is pickled to Ray workers).
-    assert opts["access_key"] is None and opts["secret_key"] is None
+    # The copy Ray pickles to workers keeps the endpoint and the retry policy (pyarrow's
+    # own pickle drops the latter) and holds no credential.
+    blob = pickle.dumps(fs)
+    assert b"very-secret-value" not in blob and b"testing" not in blob
+    copy = pickle.loads(blob)
+    assert copy._args == ("127.0.0.1:9000", "http", fs._args[2], storage.S3_ATTEMPTS)
+    assert pafs.S3FileSystem.__reduce__(copy)[1][0]["endpoint_override"] == "127.0.0.1:9000"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
-    assert storage.resolve("s3://b/x")[0].__reduce__()[1][0]["endpoint_override"] == "127.0.0.1:9001"
+    assert storage.resolve("s3://b/x")[0]._args[0] == "127.0.0.1:9001"
 
 
 def test_unknown_scheme_is_one_line_naming_the_uri():
@@ -98,3 +106,35 @@ def test_s3_round_trip_on_a_real_endpoint(s3_bucket, monkeypatch):
     assert storage.exists(f"{root}/x.bin") and not storage.exists(f"{root}/nope")
     with pytest.raises(FileNotFoundError, match=f"s3://{bucket}/ds/nope"):
         storage.read_bytes(f"{root}/nope")
+
+
+def test_retry_reads_repeats_transient_errors_only(capsys, monkeypatch):
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("AWS Error INTERNAL_FAILURE during GetObject operation: Failed to flush response stream")
+        return b"data"
+
+    assert storage.retry_reads(flaky, "s3://b/k") == b"data" and len(calls) == 3
+    assert capsys.readouterr().err.count("s3://b/k: AWS Error INTERNAL_FAILURE") == 2
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("gone")
+
+    calls.clear()
+    with pytest.raises(FileNotFoundError):
+        storage.retry_reads(missing, "s3://b/k")
+    assert len(calls) == 1  # a missing object is an answer, not a fault
+
+    def broken():
+        calls.append(1)
+        raise OSError("connection reset")
+
+    calls.clear()
+    with pytest.raises(OSError, match="connection reset"):
+        storage.retry_reads(broken, "s3://b/k", attempts=3)
+    assert len(calls) == 3

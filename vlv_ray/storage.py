@@ -12,9 +12,11 @@ import functools
 import json
 import os
 import posixpath
+import sys
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -23,6 +25,9 @@ SCHEMES = ("local path", "file://", "s3://", "gs://")
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
 # Fields of a GCP credentials JSON that must never reach a log.
 GCP_SECRET_FIELDS = ("private_key", "private_key_id", "client_secret", "refresh_token")
+
+
+T = TypeVar("T")
 
 
 class StorageError(ValueError):
@@ -51,18 +56,40 @@ def resolve(uri: str, *, endpoint_url: str | None = None,
     raise StorageError(f"{uri}: unsupported scheme '{scheme}://'; expected one of {', '.join(SCHEMES)}")
 
 
-def _s3(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:
+S3_ATTEMPTS = 10  # per request: 503 SlowDown, 5xx, dropped or refused connections, with backoff
+
+
+class S3(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem with our retry policy, kept when Ray pickles it to workers.
+
+    pyarrow's own pickling drops `retry_strategy`, so a worker's copy would fall back to 3
+    attempts. Credentials are not in the pickle either way: each process reads its own
+    environment or instance profile.
+    """
+
+    def __init__(self, endpoint: str | None, scheme: str, region: str | None, attempts: int = S3_ATTEMPTS):
+        self._args = (endpoint, scheme, region, attempts)
+        kw: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+                              "scheme": scheme}
+        if endpoint:
+            kw["endpoint_override"] = endpoint
+        if region:
+            kw["region"] = region
+        super().__init__(**kw)
+
+    def __reduce__(self):
+        return (S3, self._args)
+
+
+def _s3(endpoint_url: str | None, region: str | None) -> S3:
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    kw: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10)}
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kw["endpoint_override"] = parsed.netloc
-        kw["scheme"] = parsed.scheme  # http for a local MinIO/moto, https otherwise
-        region = region or "us-east-1"  # S3-compatible stores ignore it, but the SDK wants one
-    if region:
-        kw["region"] = region
-    return pafs.S3FileSystem(**kw)
+    if not endpoint:
+        return S3(None, "https", region)
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    # http for a local MinIO/moto, https otherwise; S3-compatible stores ignore the region
+    # but the SDK wants one.
+    return S3(parsed.netloc, parsed.scheme, region or "us-east-1")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -78,12 +105,40 @@ def exists(uri: str, **kw) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+READ_ATTEMPTS = 5
+
+
+def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -> T:
+    """`fn()` (an idempotent read), again after a transient I/O error, with backoff.
+
+    The S3 SDK retries 5xx answers and refused connections itself, but not a response
+    whose body breaks off half-way (a dropped connection, a restarting server): pyarrow
+    reports that as an OSError. A missing file or a denied one is not retried.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except OSError as e:
+            if attempt == attempts:
+                raise
+            delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+            print(f"[storage] {what}: {redact(str(e)).splitlines()[0][:200]}; retry {attempt}/{attempts - 1} "
+                  f"in {delay:.1f}s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def read_bytes(uri: str, **kw) -> bytes:
     """The whole object; FileNotFoundError naming the URI (not the inner path) if absent."""
     fs, path = resolve(uri, **kw)
-    try:
+
+    def read() -> bytes:
         with fs.open_input_stream(path) as f:
             return f.read()
+    try:
+        return retry_reads(read, uri)
     except FileNotFoundError:
         raise FileNotFoundError(2, "not found", uri) from None
 

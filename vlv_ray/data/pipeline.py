@@ -85,8 +85,6 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
     with `_pos`, the row's place in this rank's part of the epoch, and, from the latent
     cache when there is one, the same rows' `latent`.
     """
-    import pyarrow.parquet as pq
-
     from vlv_ray.data.order import row_permutation
 
     out: dict[str, list] = {c: [] for c in columns}
@@ -95,12 +93,7 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
             batch["shard"], batch["group"], batch["block"], batch["rows"], batch["start"], batch["stop"],
             batch["pos"]):
         path = paths[int(shard)]
-        with fs.open_input_file(path) as f:
-            pf = pq.ParquetFile(f)
-            missing = [c for c in columns if c not in pf.schema_arrow.names]
-            if missing:
-                raise shards.DataError(f"{path}: no column {missing[0]!r} (expected the vlv-ray shard schema)")
-            table = pf.read(columns=columns) if group < 0 else pf.read_row_group(int(group), columns=columns)
+        table = storage.retry_reads(lambda: _read_block(fs, path, int(group), columns), path)
         if table.num_rows != rows:
             where = "file" if group < 0 else f"row group {group}"
             raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {rows}")
@@ -110,9 +103,7 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
             out[c].append(table.column(c).to_numpy(zero_copy_only=False))
         if latent_paths is not None:
             lpath = latent_paths[int(shard)]
-            with fs.open_input_file(lpath) as f:
-                lf = pq.ParquetFile(f)
-                lt = lf.read(columns=["key", "latent"]) if group < 0 else lf.read_row_group(int(group), ["key", "latent"])
+            lt = storage.retry_reads(lambda: _read_block(fs, lpath, int(group), ["key", "latent"]), lpath)
             lt = lt.take(take)
             if not lt.column("key").equals(table.column("key")):
                 raise shards.DataError(f"{lpath}: keys differ from {path}; rebuild the cache with `vlv-ray data latents`")
@@ -121,6 +112,18 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
     result = {c: np.concatenate(v) if v else np.zeros(0, dtype=object) for c, v in out.items()}
     result["_pos"] = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
     return result
+
+
+def _read_block(fs, path: str, group: int, columns: list[str]):
+    """One row group (or, for -1, the whole file) of a parquet file."""
+    import pyarrow.parquet as pq
+
+    with fs.open_input_file(path) as f:
+        pf = pq.ParquetFile(f)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise shards.DataError(f"{path}: no column {missing[0]!r} (expected the vlv-ray shard schema)")
+        return pf.read(columns=columns) if group < 0 else pf.read_row_group(group, columns=columns)
 
 
 def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], epoch: int,

@@ -230,7 +230,7 @@ def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 
         say(f"shard {len(shards) - 1}: {shards[-1]['rows']} rows, {next_item}" + (f"/{total}" if total else "")
             + f" items, {rate:.0f} img/s{eta}")
 
-    for i, item in enumerate(source.items()):
+    for i, item in _items(source):
         if i < start:  # written before a crash: only its key matters (duplicates)
             seen_keys.add(item.key)
             continue
@@ -257,6 +257,15 @@ def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
     storage.delete(storage.join(dest, PROGRESS), **kw)
     return manifest
+
+
+def _items(source: sources.Source) -> Iterator[tuple[int, sources.Item]]:
+    """(index, item) pairs; a source that breaks mid-read (a truncated tar) is a DataError
+    naming the file, raised after the shards before it were recorded, so a re-run resumes."""
+    try:
+        yield from enumerate(source.items())
+    except sources.SourceError as e:
+        raise DataError(str(e)) from None
 
 
 def _row(item: sources.Item, min_side: int, max_aspect: float | None,

@@ -19,12 +19,13 @@ only when its controller next polls the workers, so a worker that dies right aft
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
@@ -98,11 +99,32 @@ def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
         return None, {}
     # Read only the small state file: `as_directory()` would download every rank's
     # optimizer shards here, and `restore` downloads them once more.
-    try:
+    def read_state() -> bytes:
         with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{STATE_FILE}") as f:
-            return ckpt, json.loads(f.read())
+            return f.read()
+    try:
+        return ckpt, json.loads(storage.retry_reads(read_state, f"{ckpt.path}/{STATE_FILE}"))
     except FileNotFoundError:
         raise RuntimeError(f"{ckpt.path}: checkpoint has no {STATE_FILE}; it was not written by vlv-ray") from None
+
+
+@contextlib.contextmanager
+def local_dir(ckpt) -> Iterator[str]:
+    """A checkpoint as a local directory: itself when on local disk, else a downloaded copy
+    (removed afterwards). A download that breaks off is started again (`retry_reads`):
+    pyarrow's copy does not retry a body cut half-way."""
+    if isinstance(ckpt.filesystem, pafs.LocalFileSystem):
+        yield ckpt.path
+        return
+    tmp = tempfile.mkdtemp(prefix="vlv-ckpt-")
+    try:
+        def download() -> None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            ckpt.to_directory(tmp)
+        storage.retry_reads(download, f"downloading checkpoint {ckpt.path}")
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def needs_universal(state: dict[str, Any], world: int, cfg: JobConfig) -> bool:
@@ -112,7 +134,7 @@ def needs_universal(state: dict[str, Any], world: int, cfg: JobConfig) -> bool:
 
 def restore(engine, ckpt, state: dict[str, Any], *, universal: bool) -> None:
     """Load `ckpt` into `engine` (built with `checkpoint.load_universal` when `universal`)."""
-    with ckpt.as_directory() as d:
+    with local_dir(ckpt) as d:
         load_dir = d
         scratch = None
         if universal:
@@ -154,7 +176,7 @@ def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) 
     """
     import torch
 
-    with ckpt.as_directory() as d:
+    with local_dir(ckpt) as d:
         # ZeRO-0/1/2 write mp_rank_00_model_states.pt; ZeRO-3 one per rank, zero_pp_rank_<r>_….
         files = sorted((Path(d) / TAG).glob("*mp_rank_00_model_states.pt"), key=lambda f: len(f.name))
         if not files:

@@ -1,0 +1,175 @@
+"""`data prepare` from webdataset tars and image-bytes parquet: real tar files, real parquet."""
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vlv_ray.data import shards, synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _images(tmp_path, n, seed=0):
+    return [p.read_bytes() for p in synthetic.write_images(tmp_path / f"src-{seed}", n=n, seed=seed)]
+
+
+def write_tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            _add(tar, name, data)
+    return path
+
+
+def test_webdataset_tar_keys_captions_and_rejects(tmp_path):
+    imgs = _images(tmp_path, 4)
+    (tmp_path / "tars").mkdir()
+    write_tar(tmp_path / "tars" / "00000.tar", [
+        ("a/000.png", imgs[0]), ("a/000.txt", b"a red circle\n"),
+        ("a/001.jpg", imgs[1]), ("a/001.json", json.dumps({"caption": "two squares", "w": 48}).encode()),
+        ("a/002.jpg", b"\xff\xd8\xff not a jpeg"),  # corrupt member: dropped and counted
+        ("a/003.txt", b"a caption without an image"),  # no image at all
+    ])
+    write_tar(tmp_path / "tars" / "00001.tar", [("b/000.png", imgs[2]), ("b/001.jpg", imgs[3])])
+    m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=2, progress=False)
+    assert m["source"] == "tar" and m["rows"] == 4
+    assert m["rejected"] == {"corrupt": 1, "unreadable": 1} and m["captioned"] == 2
+    rows = {r["key"]: r for r in shards.iter_rows(str(tmp_path / "ds"))}
+    assert set(rows) == {"a/000", "a/001", "b/000", "b/001"}
+    assert rows["a/000"]["caption"] == "a red circle" and rows["a/001"]["caption"] == "two squares"
+    assert rows["b/000"]["caption"] is None
+    assert rows["a/001"]["image"] == imgs[1]  # the member's bytes as they were
+    assert rows["b/001"]["source"].endswith("00001.tar#b/001")
+
+
+def test_truncated_tar_is_one_line_and_a_rerun_after_refetching_rebuilds(tmp_path):
+    imgs = _images(tmp_path, 6)
+    (tmp_path / "tars").mkdir()
+    write_tar(tmp_path / "tars" / "00000.tar", [(f"{i:03d}.png", imgs[i]) for i in range(3)])
+    whole = write_tar(tmp_path / "whole.tar", [(f"x{i:03d}.png", imgs[i]) for i in range(3, 6)]).read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as t:
+        last = t.getmembers()[-1]
+    cut = last.offset_data + last.size // 2
+    (tmp_path / "tars" / "00001.tar").write_bytes(whole[:cut])  # a download cut short inside a member
+    with pytest.raises(shards.DataError, match=r"00001\.tar: not a readable tar file") as e:
+        shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=3, progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+    (tmp_path / "tars" / "00001.tar").write_bytes(whole)  # fetched again
+    calls = []
+    real_write = shards._write_shard
+    shards_write = lambda *a: calls.append(a[1]) or real_write(*a)  # noqa: E731
+    try:
+        shards._write_shard = shards_write
+        m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=3, progress=False)
+    finally:
+        shards._write_shard = real_write
+    # The source's file sizes changed, so this is a new input: everything is rewritten.
+    assert m["rows"] == 6 and calls == [0, 1]
+
+
+def test_crash_mid_tar_resumes_without_rewriting_complete_shards(tmp_path, monkeypatch):
+    imgs = _images(tmp_path, 9)
+    (tmp_path / "tars").mkdir()
+    for t in range(3):
+        write_tar(tmp_path / "tars" / f"{t:05d}.tar", [(f"{t}/{i}.png", imgs[3 * t + i]) for i in range(3)])
+    real_write = shards._write_shard
+    calls = []
+
+    def crash_on_third(dest_, index, *rest):
+        calls.append(index)
+        if index == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real_write(dest_, index, *rest)
+
+    monkeypatch.setattr(shards, "_write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=2, progress=False)
+    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
+    calls.clear()
+    m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=2, progress=False)
+    assert calls == [2, 3, 4]
+    monkeypatch.setattr(shards, "_write_shard", real_write)
+    fresh = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "fresh"), shard_rows=2, progress=False)
+    assert [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in fresh["shards"]]
+    assert [r["key"] for r in shards.iter_rows(str(tmp_path / "ds"))] == [f"{t}/{i}" for t in range(3) for i in range(3)]
+
+
+def test_parquet_with_binary_column_keys_and_captions(tmp_path):
+    imgs = _images(tmp_path, 5)
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"jpg": imgs[:3], "url": ["u0", "u1", "u2"], "text": ["one", None, "three"]}),
+                   tmp_path / "pq" / "part-0.parquet")
+    pq.write_table(pa.table({"jpg": imgs[3:] + [b"garbage"], "url": ["u3", "u4", "u5"],
+                             "text": ["four", "five", "six"]}), tmp_path / "pq" / "part-1.parquet")
+    m = shards.prepare(str(tmp_path / "pq"), str(tmp_path / "ds"), key_column="url", caption_column="text",
+                       progress=False)
+    assert m["source"] == "parquet" and m["rows"] == 5 and m["rejected"] == {"corrupt": 1}
+    rows = {r["key"]: r for r in shards.iter_rows(str(tmp_path / "ds"))}
+    assert [rows[f"u{i}"]["caption"] for i in range(5)] == ["one", None, "three", "four", "five"]
+    assert rows["u3"]["image"] == imgs[3] and rows["u4"]["source"].endswith("part-1.parquet#1")
+
+
+def test_parquet_with_hf_image_structs_and_default_keys(tmp_path):
+    imgs = _images(tmp_path, 3)
+    structs = pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(imgs)],
+                       pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"picture": structs}), tmp_path / "train.parquet")
+    m = shards.prepare(str(tmp_path / "train.parquet"), str(tmp_path / "ds"), image_column="picture", progress=False)
+    assert m["rows"] == 3
+    assert [r["key"] for r in shards.iter_rows(str(tmp_path / "ds"))] == ["train/0", "train/1", "train/2"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({}, r"train\.parquet: no an image column \(image, jpg, png, bytes, img\); its columns: picture"),
+    ({"image_column": "img"}, r"no column 'img'; its columns: picture"),
+    ({"image_column": "picture", "key_column": "id"}, r"no column 'id' \(--key-column\)"),
+])
+def test_parquet_missing_columns_are_one_line(tmp_path, kw, message):
+    pq.write_table(pa.table({"picture": [b"x"]}), tmp_path / "train.parquet")
+    with pytest.raises(shards.DataError, match=message):
+        shards.prepare(str(tmp_path / "train.parquet"), str(tmp_path / "ds"), progress=False, **kw)
+
+
+def test_row_groups_are_recorded_and_checked(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=13, seed=0)
+    m = shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), shard_rows=10, row_group_rows=4, progress=False)
+    assert [s["row_groups"] for s in m["shards"]] == [[4, 4, 2], [3]]
+    assert pq.ParquetFile(tmp_path / "ds" / "shard-00000.parquet").metadata.num_row_groups == 3
+    assert shards.inspect(str(tmp_path / "ds"))["integrity"]["ok"]
+    # A shard rewritten with other row groups (same rows) is caught.
+    t = pq.read_table(tmp_path / "ds" / "shard-00001.parquet")
+    pq.write_table(t, tmp_path / "ds" / "shard-00001.parquet", row_group_size=1, compression="none")
+    problems = shards.inspect(str(tmp_path / "ds"))["integrity"]["problems"]
+    assert any(p["path"] == "shard-00001.parquet" for p in problems)
+
+
+def test_cli_prepare_from_parquet_and_inspect_on_s3(tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    imgs = _images(tmp_path, 4)
+    pq.write_table(pa.table({"image": imgs, "caption": ["a", "b", "c", "d"]}), tmp_path / "laion.parquet")
+    env_free = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_ENDPOINT")}
+
+    def vlv(*args):
+        return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *map(str, args)], cwd=REPO, env=env_free,
+                              capture_output=True, text=True, timeout=120)
+
+    uri = f"s3://{bucket}/laion"
+    r = vlv("data", "prepare", tmp_path / "laion.parquet", uri, "--row-group-rows", "2", "--endpoint-url", endpoint)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 4 rows in 1 shards" in r.stdout
+    r = vlv("data", "inspect", uri, "--json", "--endpoint-url", endpoint)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["rows"] == 4 and report["integrity"]["ok"]
