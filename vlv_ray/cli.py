@@ -72,7 +72,8 @@ def cmd_config_check(args) -> int:
 def cmd_data_prepare(args) -> int:
     from vlv_ray.data import shards
 
-    m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
+    m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, shard_bytes=int(args.shard_mb * (1 << 20)),
+                       row_group_rows=args.row_group_rows,
                        min_side=args.min_side, max_aspect=args.max_aspect, captions=args.captions,
                        image_column=args.image_column, key_column=args.key_column,
                        caption_column=args.caption_column, endpoint_url=args.endpoint_url, region=args.region)
@@ -232,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("src", help="a folder of images (jpg, jpeg, png, webp; recursive), of webdataset .tar "
                                    "shards or of parquet files with image bytes; or one .tar/.parquet; any storage URI")
     prep.add_argument("dest", help="a storage URI: local path, file://, s3://, gs://")
-    prep.add_argument("--shard-rows", type=int, default=10000)
+    prep.add_argument("--shard-mb", type=float, default=256.0,
+                      help="close a shard when its image bytes reach this many MiB (default 256)")
+    prep.add_argument("--shard-rows", type=int, default=None, help="also close a shard at N rows")
     prep.add_argument("--row-group-rows", type=int, default=256,
                       help="rows per parquet row group: the training reader's unit of reading and shuffling")
     prep.add_argument("--image-column", default=None, help="parquet sources: the image-bytes column "

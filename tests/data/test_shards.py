@@ -217,3 +217,15 @@ def test_prepare_and_inspect_on_s3(tmp_path, s3_bucket, monkeypatch):
     r = shards.inspect(uri, endpoint_url=endpoint)
     assert r["integrity"]["ok"] and r["rows"] == 7
     assert shards.shard_uris(uri, m) == [f"{uri}/shard-00000.parquet", f"{uri}/shard-00001.parquet"]
+
+
+def test_shards_close_at_the_byte_target_by_default(tmp_path):
+    paths = synthetic.write_images(tmp_path / "img", n=12, seed=7)
+    sizes = [p.stat().st_size for p in sorted(paths)]
+    target = sum(sizes[:4])  # about four images' worth
+    m = shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), shard_bytes=target, progress=False)
+    assert len(m["shards"]) >= 3 and m["rows"] == 12
+    # Every shard but the last stops at the first row that reaches the target.
+    assert all(s["rows"] <= 5 for s in m["shards"])
+    with pytest.raises(shards.DataError, match="--shard-mb: got 0, expected at least 1"):
+        shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), shard_bytes=0)

@@ -160,7 +160,7 @@ def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_ro
             "row_groups": [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]}
 
 
-def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 256 << 20,
+def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: int = 256 << 20,
             row_group_rows: int = 256, min_side: int = 0, max_aspect: float | None = None,
             captions: str | None = None, image_column: str | None = None, key_column: str | None = None,
             caption_column: str | None = None, progress: bool = True, **kw) -> Manifest:
@@ -168,12 +168,13 @@ def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 
     + manifest in `dest`. Returns the manifest.
 
     `kw` (endpoint_url, region) go to `storage.resolve` for both. A shard closes at
-    `shard_rows` rows or `shard_bytes` of image bytes, whichever comes first. A caption
-    from `captions` (JSONL/CSV, by key) wins over one the source carries.
+    `shard_bytes` of image bytes (default 256 MiB) or, when given, `shard_rows` rows,
+    whichever comes first. A caption from `captions` (JSONL/CSV, by key) wins over one the
+    source carries.
     """
     for flag, value, low in (("--shard-rows", shard_rows, 1), ("--row-group-rows", row_group_rows, 1),
-                             ("--min-side", min_side, 0)):
-        if value < low:
+                             ("--min-side", min_side, 0), ("--shard-mb", shard_bytes, 1)):
+        if value is not None and value < low:
             raise DataError(f"{flag}: got {value}, expected at least {low}")
     if max_aspect is not None and max_aspect < 1:
         raise DataError(f"--max-aspect: got {max_aspect}, expected at least 1")
@@ -242,7 +243,7 @@ def prepare(src: str, dest: str, *, shard_rows: int = 10000, shard_bytes: int = 
             rows.append(row)
             size += len(row["image"])
             captioned += row["caption"] is not None
-        if rows and (len(rows) >= shard_rows or size >= shard_bytes):
+        if rows and ((shard_rows is not None and len(rows) >= shard_rows) or size >= shard_bytes):
             close_shard(i + 1)
     if rows:
         close_shard(i + 1)
