@@ -13,10 +13,22 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
 from vlv_ray.data import latents, order, pipeline
+
+
+class _NumpyCollate(NumpyBatchCollateFn):
+    """Our collate (numpy batch → tensors; the default cannot take the string key column) in
+    the class form Ray 2.47+ asks for instead of a plain function."""
+
+    def __init__(self, fn: Callable[[dict[str, np.ndarray]], dict[str, Any]]):
+        self.fn = fn
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        return self.fn(batch)
 
 
 class Batches:
@@ -52,7 +64,7 @@ class Batches:
         ds = pipeline.rank_dataset(self.cfg, segments, self.blocks, fs=self.fs, paths=self.paths,
                                    epoch=self.epoch, rejects_uri=self.rejects_uri, latent_paths=self.latent_paths)
         self._it = iter(()) if ds is None else iter(ds.iter_torch_batches(
-            batch_size=self.cfg.data.batch_size, collate_fn=self._collate, drop_last=True))
+            batch_size=self.cfg.data.batch_size, collate_fn=_NumpyCollate(self._collate), drop_last=True))
 
     def _collate(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {**self.collate(batch), "pos": batch["_pos"].tolist()}
