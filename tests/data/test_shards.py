@@ -48,27 +48,35 @@ def test_captions_from_jsonl_and_csv(tmp_path):
         shards.prepare(str(tmp_path / "img"), str(tmp_path / "c"), captions=str(tmp_path / "bad.jsonl"))
 
 
+_WRITE_SHARD = shards._write_shard
+
+
+def record_writes(monkeypatch, crash_at: int | None = None) -> list[int]:
+    """From now on, the index of every shard `prepare` writes; writing shard `crash_at`
+    raises KeyboardInterrupt instead (a crash half-way through)."""
+    calls: list[int] = []
+
+    def write(dest, index, *rest):
+        calls.append(index)
+        if index == crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return _WRITE_SHARD(dest, index, *rest)
+
+    monkeypatch.setattr(shards, "_write_shard", write)
+    return calls
+
+
 def test_rerun_after_crash_reuses_complete_shards(tmp_path, monkeypatch):
     synthetic.write_images(tmp_path / "img", n=30, seed=0)
     dest = tmp_path / "ds"
-    real_write = shards._write_shard
-    calls = []
-
-    def crash_on_third(dest_, index, *rest):
-        calls.append(index)
-        if index == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real_write(dest_, index, *rest)
-
-    monkeypatch.setattr(shards, "_write_shard", crash_on_third)
+    record_writes(monkeypatch, crash_at=2)
     with pytest.raises(KeyboardInterrupt):
         shards.prepare(str(tmp_path / "img"), str(dest), shard_rows=10, progress=False)
     assert not (dest / "manifest.json").exists()  # nothing half-done is exposed
     with pytest.raises(shards.DataError, match="manifest.json: not found"):
         shards.load_manifest(str(dest))
 
-    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
-    calls.clear()
+    calls = record_writes(monkeypatch)
     m = shards.prepare(str(tmp_path / "img"), str(dest), shard_rows=10, progress=False)
     assert calls == [2]  # shards 0 and 1 were reused, only shard 2 written
     fresh = shards.prepare(str(tmp_path / "img"), str(tmp_path / "fresh"), shard_rows=10, progress=False)
@@ -144,9 +152,7 @@ def test_rerun_of_a_finished_dataset_is_a_no_op_until_inputs_change(tmp_path, mo
     synthetic.write_images(tmp_path / "img", n=12, seed=0)
     src, dest = str(tmp_path / "img"), str(tmp_path / "ds")
     first = shards.prepare(src, dest, shard_rows=5, progress=False)
-    calls = []
-    real_write = shards._write_shard
-    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
+    calls = record_writes(monkeypatch)
     assert shards.prepare(src, dest, shard_rows=5, progress=False) == first and calls == []
     synthetic.write_images(tmp_path / "img" / "more", n=4, seed=9)
     second = shards.prepare(src, dest, shard_rows=5, progress=False)
@@ -209,9 +215,7 @@ def test_prepare_and_inspect_on_s3(tmp_path, s3_bucket, monkeypatch):
     uri = f"s3://{bucket}/ds"
     m = shards.prepare(str(tmp_path / "img"), uri, shard_rows=4, progress=False, endpoint_url=endpoint)
     assert [s["rows"] for s in m["shards"]] == [4, 3] and m["rejected"] == {"corrupt": 1}
-    calls = []
-    real_write = shards._write_shard
-    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
+    calls = record_writes(monkeypatch)
     assert shards.prepare(str(tmp_path / "img"), uri, shard_rows=4, progress=False, endpoint_url=endpoint) == m
     assert calls == []  # finished and unchanged: nothing rewritten
     r = shards.inspect(uri, endpoint_url=endpoint)

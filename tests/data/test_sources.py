@@ -12,6 +12,8 @@ import pytest
 
 from vlv_ray.data import shards, synthetic
 
+from test_shards import record_writes  # tests/data is on sys.path under pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,7 +55,7 @@ def test_webdataset_tar_keys_captions_and_rejects(tmp_path):
     assert rows["b/001"]["source"].endswith("00001.tar#b/001")
 
 
-def test_truncated_tar_is_one_line_and_a_rerun_after_refetching_rebuilds(tmp_path):
+def test_truncated_tar_is_one_line_and_a_rerun_after_refetching_rebuilds(tmp_path, monkeypatch):
     imgs = _images(tmp_path, 6)
     (tmp_path / "tars").mkdir()
     write_tar(tmp_path / "tars" / "00000.tar", [(f"{i:03d}.png", imgs[i]) for i in range(3)])
@@ -67,14 +69,8 @@ def test_truncated_tar_is_one_line_and_a_rerun_after_refetching_rebuilds(tmp_pat
     assert "\n" not in str(e.value)
     assert not (tmp_path / "ds" / "manifest.json").exists()
     (tmp_path / "tars" / "00001.tar").write_bytes(whole)  # fetched again
-    calls = []
-    real_write = shards._write_shard
-    shards_write = lambda *a: calls.append(a[1]) or real_write(*a)  # noqa: E731
-    try:
-        shards._write_shard = shards_write
-        m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=3, progress=False)
-    finally:
-        shards._write_shard = real_write
+    calls = record_writes(monkeypatch)
+    m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=3, progress=False)
     # The source's file sizes changed, so this is a new input: everything is rewritten.
     assert m["rows"] == 6 and calls == [0, 1]
 
@@ -84,23 +80,12 @@ def test_crash_mid_tar_resumes_without_rewriting_complete_shards(tmp_path, monke
     (tmp_path / "tars").mkdir()
     for t in range(3):
         write_tar(tmp_path / "tars" / f"{t:05d}.tar", [(f"{t}/{i}.png", imgs[3 * t + i]) for i in range(3)])
-    real_write = shards._write_shard
-    calls = []
-
-    def crash_on_third(dest_, index, *rest):
-        calls.append(index)
-        if index == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real_write(dest_, index, *rest)
-
-    monkeypatch.setattr(shards, "_write_shard", crash_on_third)
+    record_writes(monkeypatch, crash_at=2)
     with pytest.raises(KeyboardInterrupt):
         shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=2, progress=False)
-    monkeypatch.setattr(shards, "_write_shard", lambda *a: calls.append(a[1]) or real_write(*a))
-    calls.clear()
+    calls = record_writes(monkeypatch)
     m = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "ds"), shard_rows=2, progress=False)
     assert calls == [2, 3, 4]
-    monkeypatch.setattr(shards, "_write_shard", real_write)
     fresh = shards.prepare(str(tmp_path / "tars"), str(tmp_path / "fresh"), shard_rows=2, progress=False)
     assert [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in fresh["shards"]]
     assert [r["key"] for r in shards.iter_rows(str(tmp_path / "ds"))] == [f"{t}/{i}" for t in range(3) for i in range(3)]
@@ -173,3 +158,22 @@ def test_cli_prepare_from_parquet_and_inspect_on_s3(tmp_path, s3_bucket):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["rows"] == 4 and report["integrity"]["ok"]
+
+
+def test_folder_and_tar_sources_on_s3(tmp_path, s3_bucket):
+    from vlv_ray import storage
+
+    endpoint, bucket = s3_bucket
+    paths = synthetic.write_images(tmp_path / "img" / "sub", n=5, seed=3, corrupt=1)
+    for p in paths:
+        storage.write_bytes_atomic(f"s3://{bucket}/img/sub/{p.name}", p.read_bytes(), endpoint_url=endpoint)
+    write_tar(tmp_path / "00000.tar", [(p.name, p.read_bytes()) for p in paths])
+    storage.write_bytes_atomic(f"s3://{bucket}/tars/00000.tar", (tmp_path / "00000.tar").read_bytes(),
+                               endpoint_url=endpoint)
+    local = shards.prepare(str(tmp_path / "img"), str(tmp_path / "a"), progress=False)
+    remote = shards.prepare(f"s3://{bucket}/img", str(tmp_path / "b"), progress=False, endpoint_url=endpoint)
+    assert remote["rows"] == local["rows"] == 5 and remote["rejected"] == local["rejected"] == {"corrupt": 1}
+    rows = lambda d: [(r["key"], r["image"]) for r in shards.iter_rows(str(tmp_path / d))]  # noqa: E731
+    assert rows("b") == rows("a") and rows("a")[0][0] == "sub/img-00000"
+    tar = shards.prepare(f"s3://{bucket}/tars", str(tmp_path / "c"), progress=False, endpoint_url=endpoint)
+    assert tar["source"] == "tar" and [img for _, img in rows("c")] == [img for _, img in rows("a")]

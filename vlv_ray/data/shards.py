@@ -15,7 +15,6 @@ import io
 import json
 import sys
 import time
-from pathlib import PurePosixPath
 from typing import Any, Iterator, TypedDict
 
 import pyarrow as pa
@@ -73,12 +72,12 @@ class Manifest(_ManifestRequired, total=False):
 # ---------------------------------------------------------------------------- reading sources
 
 
-def load_captions(path: str | None) -> dict[str, str]:
-    """key → caption from JSONL ({"key", "caption"} per line) or CSV (key,caption), any URI."""
-    if path is None:
-        return {}
+def load_captions(path: str, **kw) -> tuple[dict[str, str], str]:
+    """(key → caption, sha256 of the file) from JSONL ({"key", "caption"} per line) or CSV
+    (key,caption), any URI."""
     try:
-        text = storage.read_bytes(path).decode("utf-8")
+        raw = storage.read_bytes(path, **kw)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: no such captions file") from None
     except UnicodeDecodeError as e:
@@ -91,7 +90,7 @@ def load_captions(path: str | None) -> dict[str, str]:
             if len(row) < 2:
                 raise DataError(f"{path}: row {i}: expected key,caption")
             out[row[0]] = row[1]
-        return out
+        return out, hashlib.sha256(raw).hexdigest()
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -105,7 +104,7 @@ def load_captions(path: str | None) -> dict[str, str]:
         if not isinstance(caption, str):
             raise DataError(f"{path}: line {i}: caption must be a string, got {type(caption).__name__}")
         out[str(key)] = caption
-    return out
+    return out, hashlib.sha256(raw).hexdigest()
 
 
 def check_image(data: bytes, min_side: int, max_aspect: float | None,
@@ -183,17 +182,16 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
                                      caption_column=caption_column, **kw)
     except sources.SourceError as e:
         raise DataError(str(e)) from None
-    caption_of = load_captions(captions)
-    if caption_of and source.kind == "folder":
-        keys = [str(PurePosixPath(f).with_suffix("")) for f in source.files]
-        if not any(k in caption_of or f in caption_of for k, f in zip(keys, source.files)):
+    caption_of, captions_sha256 = load_captions(captions, **kw) if captions else ({}, None)
+    if caption_of and source.kind == "folder":  # a folder's items are listed, not read: a cheap check
+        keys = [(item.key, item.alias) for item in source.items()]
+        if not any(k in caption_of or a in caption_of for k, a in keys):
             raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
-                            f"'{keys[0]}': the path under SRC without extension)")
+                            f"'{keys[0][0]}': the path under SRC without extension)")
     filters = {"min_side": min_side, "max_aspect": max_aspect, "captions": captions is not None}
     inputs = source.digest({**filters, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
                             "row_group_rows": row_group_rows, "columns": [image_column, key_column, caption_column],
-                            "captions_sha256": hashlib.sha256(storage.read_bytes(captions)).hexdigest()
-                            if captions else None})
+                            "captions_sha256": captions_sha256})
 
     def say(msg: str) -> None:
         if progress:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+import pyarrow.fs as pafs
+
 from vlv_ray import storage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -55,7 +57,7 @@ def open_source(src: str, *, image_column: str | None = None, key_column: str | 
     """The source at `src`: a .tar or .parquet file, or a folder of images, of .tar or of .parquet files."""
     lower = src.lower().rstrip("/")
     if lower.endswith(".tar"):
-        return _tar_source([src], **kw)
+        return _tar_source([src], None, **kw)
     if lower.endswith(".parquet"):
         return _parquet_source([src], image_column, key_column, caption_column, **kw)
     if "://" not in src:
@@ -65,66 +67,74 @@ def open_source(src: str, *, image_column: str | None = None, key_column: str | 
         if not p.is_dir():
             raise SourceError(f"{src}: expected a folder (of images, .tar or .parquet files), a .tar or a .parquet file")
     files = _walk(src, kw)
-    tars = sorted(f for f in files if f.lower().endswith(".tar"))
-    parquets = sorted(f for f in files if f.lower().endswith(".parquet"))
-    images = sorted(f for f in files if f.lower().endswith(IMAGE_SUFFIXES))
+    tars = [f for f in files if f.uri.lower().endswith(".tar")]
+    parquets = [f.uri for f in files if f.uri.lower().endswith(".parquet")]
+    images = [f for f in files if f.uri.lower().endswith(IMAGE_SUFFIXES)]
     if images:
         return _folder_source(src, images, **kw)
     if tars:
-        return _tar_source(tars, **kw)
+        return _tar_source([f.uri for f in tars], [f.size for f in tars], **kw)
     if parquets:
         return _parquet_source(parquets, image_column, key_column, caption_column, **kw)
     raise SourceError(f"{src}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, .tar and .parquet, "
                       "recursively)")
 
 
-def _walk(src: str, kw: dict) -> list[str]:
-    """URIs of every file below `src`, recursively."""
-    import pyarrow.fs as pafs
+@dataclass
+class _File:
+    uri: str
+    path: str  # within the filesystem
+    size: int
 
+
+def _walk(src: str, kw: dict) -> list[_File]:
+    """Every file below `src`, recursively, sorted: one listing, sizes included."""
     fs, path = storage.resolve(src, **kw)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         raise SourceError(f"{src}: no such folder")
     root = path.rstrip("/")
-    return [storage.join(src, i.path[len(root):].lstrip("/"))
-            for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
+    return sorted((_File(storage.join(src, i.path[len(root):].lstrip("/")), i.path, i.size)
+                   for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                   if i.type == pafs.FileType.File), key=lambda f: f.uri)
 
 
 # ---------------------------------------------------------------------------- folder of images
 
 
-def _folder_source(src: str, files: list[str], **kw) -> Source:
-    root = src.rstrip("/")
-    rels = [f[len(root):].lstrip("/") if f.startswith(root) else PurePosixPath(f).name for f in files]
-    fs, _ = storage.resolve(src, **kw)
-    sizes = [fs.get_file_info(storage.resolve(f, **kw)[1]).size for f in files]
+def _folder_source(src: str, files: list[_File], **kw) -> Source:
+    fs, root = storage.resolve(src, **kw)
+    rels = [f.path[len(root.rstrip("/")):].lstrip("/") for f in files]
 
-    def load(uri: str) -> Callable[[], bytes | None]:
-        def read() -> bytes | None:
+    def load(f: _File) -> Callable[[], bytes | None]:
+        def read() -> bytes:
+            with fs.open_input_stream(f.path) as stream:
+                return stream.read()
+
+        def load_or_none() -> bytes | None:
             try:
-                return storage.read_bytes(uri, **kw)
+                return storage.retry_reads(read, f.uri)
             except OSError:
                 return None
-        return read
+        return load_or_none
 
     def items() -> Iterator[Item]:
         for f, rel in zip(files, rels):
-            yield Item(str(PurePosixPath(rel).with_suffix("")), load(f), None, f, alias=rel)
+            yield Item(str(PurePosixPath(rel).with_suffix("")), load(f), None, f.uri, alias=rel)
 
-    return Source("folder", rels, sizes, len(files), items)
+    return Source("folder", rels, [f.size for f in files], len(files), items)
 
 
 # ---------------------------------------------------------------------------- webdataset tar
 
 
-def _tar_source(tars: list[str], **kw) -> Source:
-    fs, _ = storage.resolve(tars[0], **kw)
-    sizes = []
-    for t in tars:
-        info = fs.get_file_info(storage.resolve(t, **kw)[1])
+def _tar_source(tars: list[str], sizes: list[int] | None, **kw) -> Source:
+    """`sizes`: the tars' sizes when a listing gave them, else they are looked up (one file)."""
+    if sizes is None:
+        fs, path = storage.resolve(tars[0], **kw)
+        info = fs.get_file_info(path)
         if info.size is None:
-            raise SourceError(f"{t}: no such file")
-        sizes.append(info.size)
+            raise SourceError(f"{tars[0]}: no such file")
+        sizes = [info.size]
 
     def items() -> Iterator[Item]:
         for t in tars:
@@ -159,7 +169,7 @@ def _tar_items(uri: str, kw: dict) -> Iterator[Item]:
 
 
 def _tar_item(key: str, group: dict[str, bytes], uri: str) -> Item:
-    image = next((group[ext] for ext in ("jpg", "jpeg", "png", "webp") if ext in group), None)
+    image = next((group[s[1:]] for s in IMAGE_SUFFIXES if s[1:] in group), None)
     caption = None
     if "txt" in group:
         caption = group["txt"].decode("utf-8", "replace").strip() or None

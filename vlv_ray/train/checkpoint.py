@@ -110,21 +110,11 @@ def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
 
 @contextlib.contextmanager
 def local_dir(ckpt) -> Iterator[str]:
-    """A checkpoint as a local directory: itself when on local disk, else a downloaded copy
-    (removed afterwards). A download that breaks off is started again (`retry_reads`):
-    pyarrow's copy does not retry a body cut half-way."""
-    if isinstance(ckpt.filesystem, pafs.LocalFileSystem):
-        yield ckpt.path
-        return
-    tmp = tempfile.mkdtemp(prefix="vlv-ckpt-")
-    try:
-        def download() -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-            ckpt.to_directory(tmp)
-        storage.retry_reads(download, f"downloading checkpoint {ckpt.path}")
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """`ckpt.as_directory()` (one download per node, shared by its ranks), entered again
+    when the download breaks off: pyarrow's copy does not retry a body cut half-way."""
+    with contextlib.ExitStack() as stack:
+        yield storage.retry_reads(lambda: stack.enter_context(ckpt.as_directory()),
+                                  f"downloading checkpoint {ckpt.path}")
 
 
 def needs_universal(state: dict[str, Any], world: int, cfg: JobConfig) -> bool:
