@@ -70,15 +70,20 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
+    from vlv_ray import storage
     from vlv_ray.data import shards
 
     m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, shard_bytes=int(args.shard_mb * (1 << 20)),
-                       row_group_rows=args.row_group_rows,
-                       min_side=args.min_side, max_aspect=args.max_aspect, captions=args.captions,
-                       image_column=args.image_column, key_column=args.key_column,
-                       caption_column=args.caption_column, endpoint_url=args.endpoint_url, region=args.region)
-    rejected = ", ".join(f"{k}={v}" for k, v in sorted(m.get("rejected", {}).items())) or "none"
-    print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest} (rejected: {rejected})")
+                       row_group_rows=args.row_group_rows, min_side=args.min_side, max_aspect=args.max_aspect,
+                       max_short_side=args.max_short_side, captions=args.captions, image_column=args.image_column,
+                       key_column=args.key_column, caption_column=args.caption_column, overwrite=args.overwrite,
+                       endpoint_url=args.endpoint_url, region=args.region)
+    print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest}")
+    print(f"rows with a caption: {m.get('captioned', 0)} of {m['rows']} "
+          f"(captions from {m.get('captions_from') or 'nowhere: a folder of images carries none; use --captions'})")
+    rejected = sum(m.get("rejected", {}).values())
+    where = "; keys and reasons in " + ", ".join(storage.join(args.dest, p) for p in m["rejects"]) if m.get("rejects") else ""
+    print(f"rejected: {rejected} ({shards.fmt_counts(m.get('rejected', {}))}){where}")
     return 0
 
 
@@ -87,7 +92,7 @@ def cmd_data_inspect(args) -> int:
 
     report = shards.inspect(args.uri, endpoint_url=args.endpoint_url, region=args.region)
     print(json.dumps(report, indent=1) if args.json else shards.format_inspect(report))
-    return 0
+    return 0 if report["integrity"]["ok"] else 1  # scripts must not take a damaged dataset for a good one
 
 
 def cmd_data_latents(args) -> int:
@@ -160,6 +165,7 @@ def cmd_submit(args) -> int:
 def cmd_demo(args) -> int:
     """The whole method in miniature on a local Ray cluster: synthetic captioned images →
     shards → stage 1 (images only) → stage 2 (captions) → reconstructions and captions."""
+    from vlv_ray import storage
     from vlv_ray.data import shards, synthetic
     from vlv_ray.infer.caption import caption
     from vlv_ray.infer.reconstruct import reconstruct
@@ -167,6 +173,7 @@ def cmd_demo(args) -> int:
 
     work = Path(args.workdir).resolve()
     images, data = work / "images", work / "data"
+    storage.check_writable(str(work))  # before minutes of work, not after
     if not images.is_dir():
         synthetic.write_images(images, n=args.images, seed=0, captions=work / "captions.jsonl")
         print(f"[demo] generated {args.images} images with captions in {images}")
@@ -241,10 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--image-column", default=None, help="parquet sources: the image-bytes column "
                       "(default: the first of image, jpg, png, bytes, img; HF {bytes, path} structs work)")
     prep.add_argument("--key-column", default=None, help="parquet sources: the key column (default: key, else file/row)")
-    prep.add_argument("--caption-column", default=None, help="parquet sources: the caption column (default: caption)")
+    prep.add_argument("--caption-column", default=None,
+                      help="parquet sources: the caption column (default: the first of caption, text, TEXT, txt)")
     prep.add_argument("--min-side", type=int, default=0, help="reject images whose shorter side is below PX")
     prep.add_argument("--max-aspect", type=float, default=None, help="reject aspect ratios beyond R or 1/R")
     prep.add_argument("--captions", default=None, help="JSONL {key, caption} or CSV key,caption")
+    prep.add_argument("--max-short-side", type=int, default=None, metavar="PX",
+                      help="re-encode (JPEG) images whose shorter side exceeds PX to PX, once, so every epoch "
+                           "decodes a small image; original sizes are kept in orig_width/orig_height")
+    prep.add_argument("--overwrite", action="store_true",
+                      help="replace a dataset in DEST that was prepared from another source")
     _storage_args(prep)
     prep.set_defaults(fn=cmd_data_prepare)
     insp = dsub.add_parser("inspect", help="shards, rows, bytes, rejects and integrity of a dataset")

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import posixpath
+import re
 import sys
 import time
 import uuid
@@ -175,6 +176,34 @@ def delete(uri: str, **kw) -> None:
         fs.delete_file(path)
     except FileNotFoundError:
         pass
+
+
+def check_writable(uri: str, **kw) -> None:
+    """StorageError naming `uri` unless a file can be created there (the folder is made if
+    missing). Commands call this before hours of work, not after: a probe object is written
+    and deleted, which is the one test that means the same on a disk, S3 and GCS."""
+    probe = join(uri, f".vlv-write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes_atomic(probe, b"", **kw)
+        delete(probe, **kw)
+    except OSError as e:
+        why = e.strerror or redact(str(e)).splitlines()[0][:200] or type(e).__name__
+        raise StorageError(f"{uri}: not writable ({why})") from None
+
+
+_TEMP_SUFFIX = re.compile(r"\.tmp-[0-9a-f]{8}$")  # what write_bytes_atomic names its temporary files
+
+
+def remove_temp_files(uri: str, **kw) -> int:
+    """Delete the temporary files a killed `write_bytes_atomic` left directly under `uri` (a
+    local folder; object stores never hold one); return how many."""
+    fs, path = resolve(uri, **kw)
+    if not isinstance(fs, pafs.LocalFileSystem) or not Path(path).is_dir():
+        return 0
+    stale = [p for p in Path(path).iterdir() if p.is_file() and _TEMP_SUFFIX.search(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read_json(uri: str, **kw) -> Any:

@@ -31,7 +31,12 @@ def test_corrupt_and_filtered_images_are_rejected_and_counted(tmp_path):
     assert m["rejected"] == {"corrupt": 3, "aspect": 1, "too_small": 1} and m["rows"] == 6
     keys = {r["key"] for r in shards.iter_rows(str(tmp_path / "ds"))}
     assert not any(k.startswith("broken") for k in keys) and "tall" not in keys and "tiny" not in keys
-    assert m["filters"] == {"min_side": 30, "max_aspect": 2.0, "captions": False}
+    assert m["filters"] == {"min_side": 30, "max_aspect": 2.0}
+    # Every rejected item is named with its reason next to the manifest (issue 14).
+    lines = [json.loads(x) for f in m["rejects"] for x in (tmp_path / "ds" / f).read_text().splitlines()]
+    assert sorted((r["key"], r["reason"]) for r in lines) == sorted(
+        [(f"broken-{i:03d}", "corrupt") for i in range(3)] + [("tall", "aspect"), ("tiny", "too_small")])
+    assert all(r["source"].endswith((".png", ".jpg")) for r in lines)
 
 
 def test_captions_from_jsonl_and_csv(tmp_path):
@@ -56,11 +61,12 @@ def record_writes(monkeypatch, crash_at: int | None = None) -> list[int]:
     raises KeyboardInterrupt instead (a crash half-way through)."""
     calls: list[int] = []
 
-    def write(dest, index, *rest):
+    def write(dest, name, *rest):
+        index = int(name.split("-")[1].split(".")[0])  # shard-00002.parquet or shard-00002-<inputs>.parquet
         calls.append(index)
         if index == crash_at:
             raise KeyboardInterrupt("simulated crash")
-        return _WRITE_SHARD(dest, index, *rest)
+        return _WRITE_SHARD(dest, name, *rest)
 
     monkeypatch.setattr(shards, "_write_shard", write)
     return calls
@@ -192,7 +198,8 @@ def test_inspect_table_and_row_count_check(tmp_path):
     table = shards.format_inspect(r).splitlines()
     assert table[1].split() == ["shard", "rows", "MB", "status"]
     assert table[2].split()[:2] == ["shard-00000.parquet", "3"] and table[2].endswith("ok")
-    assert "rejected: corrupt=1" in table and "integrity: FAILED (1 shards)" in table
+    assert any(x.startswith("rejected: corrupt=1; keys and reasons in ") for x in table)
+    assert "integrity: FAILED (1 shards)" in table
     folded = shards.format_inspect(r, max_rows=1)  # the problem shard stays, the ok one folds
     assert "shard-00001.parquet" in folded and "shard-00002" not in folded and "… 1 more shards, all ok" in folded
 
