@@ -240,3 +240,109 @@ def test_shards_close_at_the_byte_target_by_default(tmp_path):
     assert all(s["rows"] <= 5 for s in m["shards"])
     with pytest.raises(shards.DataError, match="--shard-mb: got 0, expected at least 1"):
         shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), shard_bytes=0)
+
+
+# ---------------------------------------------------------------------------- as a user meets it: the CLI
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def vlv(*args, timeout=120):
+    """`vlv-ray ARGS` in a subprocess, as a user's shell runs it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
+    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vlv-ray: error: "), r.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_cli_summary_names_the_rejected_keys_file(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=5, seed=0, corrupt=2)
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("rejected: 2 (corrupt=2); keys and reasons in "))
+    path = line.split("keys and reasons in ")[1]
+    assert [json.loads(x)["key"] for x in open(path)] == ["broken-000", "broken-001"]
+    assert "rows with a caption: 0 of 5 (captions from nowhere" in r.stdout
+
+
+def test_prepare_into_an_unwritable_destination_fails_before_reading_images(tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    (tmp_path / "file").write_text("not a folder")
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "file" / "ds", "--shard-rows", "2")
+    one_line_error(r, str(tmp_path / "file" / "ds"), "not writable")
+    assert "[prepare]" not in r.stdout + r.stderr  # no shard was made first
+    r = vlv("data", "prepare", tmp_path / "img", "s3://no-such-bucket-here/ds", "--endpoint-url", endpoint)
+    one_line_error(r, "s3://no-such-bucket-here/ds: not writable")
+
+
+def test_demo_into_an_unwritable_workdir_fails_before_generating_images(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    r = vlv("demo", "--workdir", tmp_path / "file" / "demo")
+    one_line_error(r, "not writable")
+    assert "[demo]" not in r.stdout
+
+
+def test_prepare_of_another_source_refuses_without_overwrite(tmp_path):
+    synthetic.write_images(tmp_path / "a", n=9, seed=0)
+    synthetic.write_images(tmp_path / "b", n=3, seed=1)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "a", ds, "--shard-rows", "3").returncode == 0
+    r = vlv("data", "prepare", tmp_path / "b", ds, "--shard-rows", "3")
+    one_line_error(r, str(ds), f"prepared from {tmp_path / 'a'}", "--overwrite")
+    assert shards.inspect(str(ds))["rows"] == 9 and vlv("data", "inspect", ds).returncode == 0
+    r = vlv("data", "prepare", tmp_path / "b", ds, "--shard-rows", "3", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    m = shards.load_manifest(str(ds))
+    assert m["rows"] == 3 and m["src"] == str(tmp_path / "b")
+    # The old dataset's three shards are gone, not left as orphans beside the new one.
+    assert sorted(p.name for p in ds.glob("*.parquet")) == [s["path"] for s in m["shards"]]
+
+
+def test_a_failed_prepare_leaves_the_existing_dataset_intact(tmp_path):
+    paths = synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "2").returncode == 0
+    before = (ds / "manifest.json").read_bytes()
+    for p in paths:  # the source is now unusable: every image will be rejected
+        p.write_bytes(b"\xff\xd8\xff broken")
+    r = vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "2")
+    one_line_error(r, "every image was rejected (corrupt=6)", f"{ds} is unchanged", "keys and reasons in")
+    assert (ds / "manifest.json").read_bytes() == before
+    assert vlv("data", "inspect", ds).returncode == 0 and shards.inspect(str(ds))["rows"] == 6
+
+
+def test_inspect_exits_nonzero_and_prepare_rebuilds_a_tampered_shard(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "3").returncode == 0
+    p = ds / "shard-00001.parquet"
+    data = bytearray(p.read_bytes())
+    data[100] ^= 0xFF  # same size, different bytes: a size check cannot see it
+    p.write_bytes(bytes(data))
+    r = vlv("data", "inspect", ds)
+    assert r.returncode == 1 and "integrity: FAILED (1 shards)" in r.stdout
+    r = vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "3")
+    assert r.returncode == 0 and "up to date" not in r.stderr
+    assert "shard-00001.parquet: sha256 mismatch; rebuilding" in r.stderr
+    assert vlv("data", "inspect", ds).returncode == 0
+
+
+def test_leftover_temp_files_of_a_killed_prepare_are_removed(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=4, seed=0)
+    (tmp_path / "ds").mkdir()
+    leftover = tmp_path / "ds" / "shard-00000.parquet.tmp-0a1b2c3d"
+    leftover.write_bytes(b"half a shard")
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds")
+    assert r.returncode == 0 and "removed 1 temporary files left by an interrupted run" in r.stderr
+    assert not leftover.exists()
