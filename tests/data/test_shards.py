@@ -346,3 +346,34 @@ def test_leftover_temp_files_of_a_killed_prepare_are_removed(tmp_path):
     r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds")
     assert r.returncode == 0 and "removed 1 temporary files left by an interrupted run" in r.stderr
     assert not leftover.exists()
+
+
+def test_max_short_side_reencodes_large_images_once_and_records_the_original_size(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vlv_ray.data.decode import decode_image
+
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    big.save(tmp_path / "img" / "big.jpg", quality=90)
+    big.convert("RGBA").save(tmp_path / "img" / "png-named-jpg.jpg", "PNG")  # web crawls hold these
+    small = tmp_path / "img" / "small.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(small)
+    m = shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), max_short_side=48, progress=False)
+    rows = {r["key"]: r for r in shards.iter_rows(str(tmp_path / "ds"))}
+    for key in ("big", "png-named-jpg"):
+        r = rows[key]
+        assert (r["width"], r["height"], r["orig_width"], r["orig_height"]) == (64, 48, 120, 90)
+        assert Image.open(io.BytesIO(r["image"])).format == "JPEG"
+        # What training sees is close to decoding the original (Lanczos once, then a crop).
+        a = decode_image(r["image"], 32).astype(int)
+        b = decode_image((tmp_path / "img" / "big.jpg").read_bytes(), 32).astype(int)
+        assert np.abs(a - b).mean() < 25
+    assert rows["small"]["image"] == small.read_bytes()  # already small enough: the original bytes
+    assert m["max_short_side"] == 48 and "re-encoded to it" in shards.format_inspect(shards.inspect(str(tmp_path / "ds")))
+    with pytest.raises(shards.DataError, match="--max-short-side: got 4, expected at least 8"):
+        shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), max_short_side=4)

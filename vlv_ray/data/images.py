@@ -54,10 +54,9 @@ def bound_short_side(data: bytes, short_side: int) -> tuple[bytes, int, int]:
         w, h = im.size
         if min(w, h) <= short_side:
             return data, w, h
-        if im.format == "JPEG":  # DCT-scaled decode to no less than twice the target: cheaper, same result
-            scale = min(w, h) / (2 * short_side)
-            if scale >= 2:
-                im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+        if im.format == "JPEG":  # DCT-scaled decode (1/2, 1/4, 1/8) to no less than the target
+            scale = min(w, h) / short_side
+            im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
         im = to_rgb(ImageOps.exif_transpose(im))
         w, h = im.size
         s = short_side / min(w, h)
