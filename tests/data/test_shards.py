@@ -61,12 +61,11 @@ def record_writes(monkeypatch, crash_at: int | None = None) -> list[int]:
     raises KeyboardInterrupt instead (a crash half-way through)."""
     calls: list[int] = []
 
-    def write(dest, name, *rest):
-        index = int(name.split("-")[1].split(".")[0])  # shard-00002.parquet or shard-00002-<inputs>.parquet
+    def write(dest, index, *rest):
         calls.append(index)
         if index == crash_at:
             raise KeyboardInterrupt("simulated crash")
-        return _WRITE_SHARD(dest, name, *rest)
+        return _WRITE_SHARD(dest, index, *rest)
 
     monkeypatch.setattr(shards, "_write_shard", write)
     return calls

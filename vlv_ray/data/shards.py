@@ -50,7 +50,10 @@ IMAGE_SUFFIXES = sources.IMAGE_SUFFIXES
 # ---------------------------------------------------------------------------- writing
 
 
-def _write_shard(dest: str, name: str, rows: list[dict], kw: dict, row_group_rows: int = 256) -> ShardRecord:
+def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_rows: int = 256,
+                 name: str | None = None) -> ShardRecord:
+    """Shard `index` (named `name`, else shard-<index>.parquet), written and verified."""
+    name = name or f"shard-{index:05d}.parquet"
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     buf = io.BytesIO()
     # Row groups are the training reader's unit: one read task and one shuffle block each.
@@ -157,7 +160,7 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
     def close_shard(next_item: int) -> None:
         nonlocal rows, size
         flush_rejects()
-        shards.append(_write_shard(dest, name_for(len(shards)), rows, kw, row_group_rows))
+        shards.append(_write_shard(dest, len(shards), rows, kw, row_group_rows, name_for(len(shards))))
         rows, size = [], 0
         storage.write_json_atomic(storage.join(dest, PROGRESS), {
             "inputs_sha256": inputs, "shards": shards, "rejected": rejected, "rejects": reject_files,
