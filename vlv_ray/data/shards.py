@@ -236,7 +236,7 @@ def _row(item: sources.Item, min_side: int, max_aspect: float | None, max_short_
 
 def _source_id(src: str, kw: dict) -> str:
     """`src` as recorded in the manifest: local paths resolved, so ./img and /abs/img are one source."""
-    fs, path = storage.resolve(src, **kw)
+    _, path = storage.resolve(src, **kw)
     return path if "://" not in src else src.rstrip("/")
 
 
