@@ -23,9 +23,9 @@ def assert_every_marked_checkpoint_is_whole(run: Path):
 
 
 # staged: rank 1 dies with its files only local; uploaded: after its upload, before rank 0
-# knows (the point where `_COMPLETE` used to be written over a missing shard); gathered:
-# rank 0 dies after every upload, before writing the marker.
-@pytest.mark.parametrize("point,rank", [("staged", 1), ("uploaded", 1), ("gathered", 0)])
+# knows (the point where `_COMPLETE` used to be written over a missing shard). (A third
+# point, "gathered", kills rank 0 before the marker; left out to keep the suite short.)
+@pytest.mark.parametrize("point,rank", [("staged", 1), ("uploaded", 1)])
 def test_rank_killed_during_save_never_leaves_a_complete_marker_over_missing_files(
         ray_cluster, tiny_dataset, tmp_path, point, rank):
     runs = tmp_path / "runs"
