@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlv_ray.train.failure import TrainingFailed
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
@@ -335,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e) if not isinstance(e, FileNotFoundError) else f"{e.filename}: no such file or directory"
         print(f"vlv-ray: error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
         return 2
+    except TrainingFailed as e:  # not bad input: exit 1, but one line all the same
+        print(f"vlv-ray: error: training failed: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         # A path the user named that cannot be written or read as asked (read-only, not a
         # directory, no space): theirs to fix. Other OS errors keep their traceback.

@@ -13,6 +13,10 @@ import traceback
 from vlv_ray import storage
 
 
+class TrainingFailed(Exception):
+    """Training failed inside Ray; the message is the one line for the user."""
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception: through Ray's `cause`, then Python's __cause__/__context__ chain."""
     seen = set()

@@ -113,6 +113,8 @@ def _worker_env() -> dict[str, str]:
 def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False,
         allow_changes: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
+    import ray.train
+
     from vlv_ray.data.pipeline import shard_paths
     from vlv_ray.train import precheck
 
@@ -125,7 +127,17 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
         ensure_ray()
         if not local:
             precheck.placeable(cfg, worker_resources(cfg))
-        result = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local).fit()
+        # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
+        # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
+        storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
+                       endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+        try:
+            result = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local).fit()
+        except ray.train.TrainingFailedError as e:
+            from vlv_ray.train.failure import TrainingFailed, describe
+
+            raise TrainingFailed(describe(e, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url,
+                                          region=cfg.storage.region)) from None
         _after(cfg, result, local)
     finally:
         lease.release()
