@@ -45,15 +45,16 @@ def test_corrupt_newest_checkpoint_falls_back_with_one_line(ray_cluster, tiny_da
     assert launch.run(job(tiny_dataset, runs, "c", "max_steps=4")).error is None
     model = runs / "c" / "step-00000004" / "engine" / "mp_rank_00_model_states.pt"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
-    (runs / "c" / "step-00000003").mkdir()  # left by a crash: unmarked, older than the newest whole one
+    (runs / "c" / "step-00000003").mkdir()  # left by a crash: unmarked
     capfd.readouterr()
 
     second = launch.run(job(tiny_dataset, runs, "c", "max_steps=6"))
     assert second.error is None and second.metrics["resumed_from"] == 2 and second.metrics["step"] == 6
     out = capfd.readouterr()
     skipped = [line for line in (out.out + out.err).splitlines() if "skipping checkpoint" in line]
-    assert len(skipped) == 1, skipped
-    assert "step-00000004" in skipped[0] and "mp_rank_00_model_states.pt has" in skipped[0]
+    assert len(skipped) == 2, skipped  # one line per checkpoint newer than the one resumed, with why
+    assert "step-00000004: engine/mp_rank_00_model_states.pt has" in skipped[0] and "deleted it" in skipped[0]
+    assert "step-00000003: no _COMPLETE marker" in skipped[1]
     assert sorted(p.name for p in (runs / "c").glob("step-*")) == ["step-00000004", "step-00000006"]
     assert_every_marked_checkpoint_is_whole(runs / "c")
 

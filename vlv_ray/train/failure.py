@@ -52,7 +52,9 @@ def describe(error: BaseException, run: str, **kw) -> str:
     if len(found) > 1:
         line += f" (and {len(found) - 1} more ranks)"
     uri = storage.join(run, "logs", f"failure-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-    text = "".join(f"==== {w}\n" + "".join(traceback.format_exception(e)) + "\n" for w, e in found.items())
+    # Ray's message carries the workers' own tracebacks (the exceptions lose theirs when pickled).
+    text = f"==== {type(error).__name__}\n{error}\n\n" + "".join(
+        f"==== {w}\n" + "".join(traceback.format_exception(e)) + "\n" for w, e in found.items())
     try:
         storage.write_bytes_atomic(uri, storage.redact(text).encode(), **kw)
         return f"{line}; full traceback in {uri}"
