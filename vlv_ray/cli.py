@@ -7,13 +7,16 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from vlv_ray.config import ConfigError, dump_yaml, load_job
 
+_PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EDQUOT)
 REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
@@ -151,8 +154,8 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg = load_job(args.job, args.overrides)
-    result = launch.run(cfg, local=args.local)
-    return _report_result(result)
+    result = launch.run(cfg, local=args.local, allow_changes=args.allow_changes)
+    return _report_result(result, cfg)
 
 
 def cmd_submit(args) -> int:
@@ -185,14 +188,14 @@ def cmd_demo(args) -> int:
                                               *args.overrides])
     print(f"[demo] stage 1 (images only) {cfg.name}: {cfg.max_steps} steps, {cfg.scaling.num_workers} workers, "
           f"ZeRO-{cfg.deepspeed.zero_stage}, storage {cfg.storage_path}")
-    status = _report_result(launch.run(cfg))
+    status = _report_result(launch.run(cfg), cfg)
     if status or args.stage1_only:
         return status
     stage1 = runs / name / "export" / "stage1"
     cfg2 = load_job(REPO_JOBS / "tiny-stage2.yaml", [f"name={name}-stage2", f"data.uri={data}",
                                                       f"storage_path={runs}", f"model.stage1={stage1}"])
     print(f"[demo] stage 2 (captions) {cfg2.name}: {cfg2.max_steps} steps from {stage1}")
-    status = _report_result(launch.run(cfg2))
+    status = _report_result(launch.run(cfg2), cfg2)
     if status:
         return status
     sample = [str(p) for p in sorted(images.iterdir())[:4]]
@@ -207,9 +210,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _report_result(result) -> int:
+def _report_result(result, cfg) -> int:
     if result.error:
-        print(f"vlv-ray: error: training failed: {result.error}", file=sys.stderr)
+        from vlv_ray.train.failure import describe
+        from vlv_ray.train.launch import run_dir
+
+        line = describe(result.error, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+        print(f"vlv-ray: error: training failed: {line}", file=sys.stderr)
         return 1
     m = result.metrics or {}
     ckpt = result.checkpoint.path if result.checkpoint else "none"
@@ -306,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
     train.add_argument("--local", action="store_true",
                        help="debug: run the loop in this process (Ray Train local mode; checkpoints are not persisted)")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="resume although settings differ from the checkpoint's (recorded in <run>/history.jsonl)")
     train.set_defaults(fn=cmd_train)
 
     subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster with `ray job submit`")
@@ -332,12 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlv_ray.train.failure import TrainingFailed
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except _user_errors() as e:
         msg = str(e) if not isinstance(e, FileNotFoundError) else f"{e.filename}: no such file or directory"
         print(f"vlv-ray: error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
+        return 2
+    except TrainingFailed as e:  # not bad input: exit 1, but one line all the same
+        print(f"vlv-ray: error: training failed: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A path the user named that cannot be written or read as asked (read-only, not a
+        # directory, no space): theirs to fix. Other OS errors keep their traceback.
+        if e.filename is None or e.errno not in _PATH_ERRNOS:
+            raise
+        print(f"vlv-ray: error: {e.filename}: {e.strerror or os.strerror(e.errno)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vlv-ray: interrupted", file=sys.stderr)

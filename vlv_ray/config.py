@@ -105,6 +105,9 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
     accelerator_type: str | None = None  # e.g. "A100", "L4" (Ray accelerator type)
+    # How long the driver waits for the cluster to place every worker before it gives up
+    # with one line (an autoscaling cluster may need minutes to add nodes).
+    placement_timeout_s: float = field(default=300.0, metadata=_range(0.0, lo_open=True))
 
 
 @dataclass
@@ -112,6 +115,8 @@ class CheckpointConfig:
     every_steps: int = field(default=1000, metadata=_range(1))
     keep_last: int = field(default=3, metadata=_range(1))
     max_failures: int = field(default=3, metadata=_range(-1))  # Ray Train restarts; -1 = forever
+    # A run's lease (<run>/_LEASE.json) is stale, and taken over, after this long without a heartbeat.
+    lease_timeout_s: float = field(default=120.0, metadata=_range(3.0))
 
 
 @dataclass
@@ -184,16 +189,20 @@ class JobConfig:
         d = dataclasses.asdict(self)
         return _redact(d) if redact else d
 
-    def config_hash(self) -> str:
-        """Hash of what determines the numerics, stored in checkpoints.
+    def numerics(self) -> dict[str, Any]:
+        """The settings that determine the numerics; stored in checkpoints beside their hash.
 
         Names, logging and max_steps are left out: extending a run (more steps) is a resume,
-        not a different job.
+        not a different job. So is scaling: a resize resumes through a universal checkpoint.
+        Storage is left out too (and with it any credentials in an endpoint URL).
         """
         d = self.to_dict(redact=False)
-        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage"):
+        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling"):
             d.pop(k, None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 _SECRET_WORDS = ("secret", "token", "password", "api_key", "access_key", "credential")

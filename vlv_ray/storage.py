@@ -162,11 +162,21 @@ def write_bytes_atomic(uri: str, data: bytes, **kw) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass  # the first error (read-only, no space) is the one to report
             raise
         return
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def probe_writable(uri: str, **kw) -> None:
+    """Write and delete a small object beside `uri`: fail before the work, not after it."""
+    probe = f"{uri}.probe-{uuid.uuid4().hex[:8]}"
+    write_bytes_atomic(probe, b"", **kw)
+    delete(probe, **kw)
 
 
 def delete(uri: str, **kw) -> None:

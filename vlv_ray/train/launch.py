@@ -55,9 +55,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
 
     sc = cfg.scaling
-    resources = {"CPU": sc.cpus_per_worker}
-    if sc.use_gpu:
-        resources["GPU"] = 1
+    resources = worker_resources(cfg)
     # num_workers=0 is Ray Train V2's local mode: the loop runs in this process (debugging).
     scaling = ray.train.ScalingConfig(
         num_workers=0 if local else sc.num_workers,
@@ -70,7 +68,8 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         storage_path=run_root,
         storage_filesystem=fs,
         failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+        # No num_to_keep: checkpoint.save prunes (Ray would keep no track of earlier drivers' checkpoints).
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
         # Workers inherit the driver's env for DeepSpeed's compiled-op cache.
         worker_runtime_env={"env_vars": _worker_env()},
     )
@@ -90,6 +89,13 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     )
 
 
+def worker_resources(cfg: JobConfig) -> dict[str, float]:
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = 1
+    return resources
+
+
 def rejects_uri(cfg: JobConfig) -> str:
     """Where decode tasks record the rows they dropped: `<storage_path>/<name>/rejects/`."""
     return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
@@ -104,15 +110,45 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
+def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False,
+        allow_changes: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
-    from vlv_ray.data.pipeline import shard_paths
+    import ray.train
 
-    # Fail on a missing or empty dataset before paying for a cluster start.
+    from vlv_ray.data.pipeline import shard_paths
+    from vlv_ray.train import precheck
+
+    # Fail on bad input before paying for a cluster start.
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
-    ensure_ray()
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
-    result = trainer.fit()
+    precheck.stage1_export(cfg)
+    lease = precheck.take_lease(cfg, run_dir(cfg))
+    try:
+        precheck.resume_settings(cfg, allow_changes=allow_changes)
+        ensure_ray()
+        if not local:
+            precheck.placeable(cfg, worker_resources(cfg))
+        # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
+        # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
+        storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
+                       endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+        try:
+            result = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local).fit()
+        except ray.train.TrainingFailedError as e:
+            from vlv_ray.train.failure import TrainingFailed, describe
+
+            raise TrainingFailed(describe(e, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url,
+                                          region=cfg.storage.region)) from None
+        _after(cfg, result, local)
+    finally:
+        lease.release()
+    return result
+
+
+def run_dir(cfg: JobConfig) -> str:
+    return storage.join(absolutize(cfg.storage_path), cfg.name)
+
+
+def _after(cfg: JobConfig, result, local: bool) -> None:
     from vlv_ray.data.pipeline import count_rejects
 
     dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
@@ -125,4 +161,3 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
 
         print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)} "
               f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)
-    return result

@@ -181,7 +181,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
                      "config_hash": cfg.config_hash(), "world_size": world, "data": data.state(),
                      "rejected_rows": metrics["rejected_rows"]}
-            checkpoint.save(engine, state, metrics, rank, cfg)
+            checkpoint.save(engine, state, metrics, rank, cfg, hooks=hooks)
             started_at = time.time()
         if stop:
             logger.close()
