@@ -56,8 +56,10 @@ def _skip_deepspeed_shm_op() -> None:
     """DeepSpeed's CPU backend compiles a shared-memory op (≈3 min on a loaded 2-core box,
     silently) on first use. Only `inference_all_reduce` uses it; training's collectives go
     through torch.distributed (gloo), so we never build it."""
-    from deepspeed.comm import torch as ds_torch
+    import importlib
 
+    # By module path: `deepspeed.comm.torch` as an attribute is the torch package itself.
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
     ds_torch.build_shm_op = lambda: None
 
 
