@@ -107,11 +107,11 @@ def test_rays_own_job_submit_as_the_readme_says(ray_head, tiny_dataset, tmp_path
     env = user_env(tmp_path / "home")
     cmd = (f"RAY_AUTH_MODE=token ray job submit --address {ray_head.dashboard} --working-dir . "
            f"--runtime-env jobs/runtime_env.yaml -- vlv-ray train jobs/tiny.yaml "
-           f"data.uri={tiny_dataset} storage_path={runs} name=raysubmit max_steps=2 checkpoint.every_steps=2")
+           f"data.uri={tiny_dataset} storage_path={runs} name=raysubmit max_steps=3 checkpoint.every_steps=3")
     r = _sh(cmd, cwd=proj, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "succeeded" in r.stdout.lower() and "step 2/2 |" in r.stdout
-    assert (runs / "raysubmit" / "step-00000002" / "trainer_state.json").is_file()
+    assert "succeeded" in r.stdout.lower() and "step 3/3 |" in r.stdout
+    assert (runs / "raysubmit" / "step-00000003" / "trainer_state.json").is_file()
 
 
 def test_submit_to_an_unreachable_address_is_one_line(tmp_path):

@@ -41,11 +41,15 @@ def apply_to_this_process(use_gpu: bool) -> None:
 
 def in_worker() -> None:
     """Called first in each training worker."""
-    # Ray Train's per-report info lines ("Checkpoint successfully created at …",
-    # "Reporting training result 1: TrainingReport(…)") and Ray Data's "Progress bars
-    # disabled": our step lines already say this. Warnings and errors still show.
-    for name in ("ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    import ray.data  # noqa: F401  (Ray Data sets its loggers' levels when imported)
+    from ray.train.v2._internal.execution import context
+
+    # Ray Train's "Reporting training result 1: TrainingReport(…)" on every report (its
+    # logger is named by file path, so "ray.train" does not reach it); our step lines say it.
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    # "Progress bars disabled. To enable, set …": we disable them on purpose (one bar per
+    # worker per epoch would interleave with the step lines).
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     # DeepSpeed's ZeRO all-gather still calls the old name; nothing for a user to do.
     warnings.filterwarnings("ignore", category=FutureWarning,
                             message=r".*all_gather_into_tensor` is deprecated")
