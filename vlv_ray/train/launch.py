@@ -49,13 +49,39 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Token auth, as Ray's default for a new cluster, without its warning saying so.
     auth.use_token_for_new_cluster()
-    ray.init(
-        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=False,
-        logging_config=logging_config,
-    )
+    # Ray Train's placement-group cleaner (a detached actor) finds the state API by looking
+    # for "the" Ray instance on the machine: with two running it dies with a 30-line
+    # traceback; without a dashboard it warns every second. So the cluster's processes are
+    # told its address, and the cluster gets a dashboard (on free ports).
+    gcs_port, dash_port = _free_port(), _free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{gcs_port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the processes ray.init starts
+    try:
+        ray.init(
+            address="local",  # start one; RAY_ADDRESS above is for the cluster's processes
+            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dash_port,
+            log_to_driver=True,
+            configure_logging=False,
+            logging_config=logging_config,
+        )
+    finally:  # this process may start another cluster later (tests, demo)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
