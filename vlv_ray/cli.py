@@ -161,7 +161,8 @@ def cmd_train(args) -> int:
 def cmd_submit(args) -> int:
     from vlv_ray.train.submit import submit
 
-    _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait)
+    _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait,
+                       forward_secrets=args.forward_secrets)
     return 0 if status in (None, "SUCCEEDED") else 1
 
 
@@ -317,12 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="resume although settings differ from the checkpoint's (recorded in <run>/history.jsonl)")
     train.set_defaults(fn=cmd_train)
 
-    subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster with `ray job submit`")
-    subm.add_argument("job", help="a job file inside the project, e.g. jobs/stage1-paper.yaml")
+    subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster; the current directory is uploaded")
+    subm.add_argument("job", help="a job file inside the current directory, e.g. jobs/stage1-paper.yaml")
     subm.add_argument("overrides", nargs="*", metavar="key=value")
     subm.add_argument("--address", default=None,
                       help="the cluster's dashboard, e.g. http://head:8265 (default: $RAY_API_SERVER_ADDRESS)")
     subm.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
+    subm.add_argument("--forward-secrets", action="store_true",
+                      help="send AWS_* and WANDB_API_KEY from this shell to the job; Ray then shows them in "
+                           "`ray job list`, its jobs API and the head's logs (default: the nodes' own credentials)")
     subm.set_defaults(fn=cmd_submit)
 
     config = sub.add_parser("config", help="show or check job files")

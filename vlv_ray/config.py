@@ -6,7 +6,8 @@ message names the key, the value and what is allowed. Dotted overrides on the co
 line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
 
 Secrets never live here: storage credentials and `WANDB_API_KEY` come from the
-environment only, and `to_dict(redact=True)` masks anything that looks like one anyway.
+environment only, and `to_dict(redact=True)` masks secret values anyway (URL passwords,
+environment secrets pasted into a value).
 """
 from __future__ import annotations
 
@@ -205,15 +206,18 @@ class JobConfig:
         return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_SECRET_WORDS = ("secret", "token", "password", "api_key", "access_key", "credential")
-
-
 def _redact(d: Any) -> Any:
+    """Mask secrets by value, never by key name: no field of a job holds a secret (credentials
+    come from the environment), but a value can carry one: a URL with `user:password@`
+    (`storage.endpoint_url`, `storage_path`), or a secret from the environment pasted in."""
     if isinstance(d, dict):
-        return {
-            k: ("***" if v is not None and any(w in k.lower() for w in _SECRET_WORDS) else _redact(v))
-            for k, v in d.items()
-        }
+        return {k: _redact(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_redact(v) for v in d]
+    if isinstance(d, str):
+        from vlv_ray.storage import redact
+
+        return redact(d)
     return d
 
 

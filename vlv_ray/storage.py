@@ -23,7 +23,14 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 SCHEMES = ("local path", "file://", "s3://", "gs://")
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
+# Environment variables that hold credentials: never written to a file, never logged, not
+# forwarded to Ray jobs unless asked. GOOGLE_APPLICATION_CREDENTIALS names a key file (or,
+# in some CI, holds the JSON inline); `redact` masks the secret fields inside it.
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
+              "GOOGLE_APPLICATION_CREDENTIALS")
+_GCP_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+# `scheme://user:password@host`: credentials embedded in a URL (an endpoint, a proxy).
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 # Fields of a GCP credentials JSON that must never reach a log.
 GCP_SECRET_FIELDS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
@@ -235,19 +242,19 @@ def list_files(uri: str, suffix: str = "", **kw) -> list[str]:
 
 
 def redact(text: str) -> str:
-    """Mask secret values from the environment wherever they appear in `text`.
+    """Mask secret values from the environment, and a URL's `user:password@`, in `text`.
 
     Covers the AWS and wandb keys, and the secret fields of the GCP credentials file
     that GOOGLE_APPLICATION_CREDENTIALS points at (or holds inline, as some CI does).
     """
-    secrets = [os.environ.get(name) for name in SECRET_ENV]
-    gcp = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    secrets = [os.environ.get(name) for name in SECRET_ENV if name != _GCP_ENV]
+    gcp = os.environ.get(_GCP_ENV)
     if gcp:
         secrets += _gcp_secrets(gcp, _mtime(gcp))
     # Longest first, so a secret that contains another is masked whole.
     for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(value, "***")
-    return text
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
 
 
 def _mtime(path: str) -> float:

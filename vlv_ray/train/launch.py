@@ -12,6 +12,7 @@ from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
+from vlv_ray.train import auth, quiet
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,58 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray's own actors (Ray Train's placement-group cleaner, above all) log a warning every
+    # second when the state API is slow or absent (a local cluster has no dashboard);
+    # errors still show.
+    logging_config = ray.LoggingConfig(log_level="ERROR")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        auth.use_token_if_available()  # Ray sends the token only when told to
+        ray.init(address=address, log_to_driver=True, logging_config=logging_config)
         return
-    ray.init(
-        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    # Nothing drains the nodes of a cluster this process starts, so Ray Train's preemption
+    # watcher has nothing to watch; it only logs an error-level line (its actor's restart
+    # arguments) on every run. Spot SIGTERMs are ours to handle anyway (preempt.py).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Token auth, as Ray's default for a new cluster, without its warning saying so.
+    auth.use_token_for_new_cluster()
+    # Ray Train's placement-group cleaner (a detached actor) finds the state API by looking
+    # for "the" Ray instance on the machine: with two running it dies with a 30-line
+    # traceback; without a dashboard it warns every second. So the cluster's processes are
+    # told its address, and the cluster gets a dashboard (on free ports).
+    gcs_port, dash_port = _free_port(), _free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{gcs_port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the processes ray.init starts
+    try:
+        ray.init(
+            address="local",  # start one; RAY_ADDRESS above is for the cluster's processes
+            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dash_port,
+            log_to_driver=True,
+            configure_logging=False,
+            logging_config=logging_config,
+        )
+    finally:  # this process may start another cluster later (tests, demo)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from vlv_ray.train.loop import train_worker
 
     storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
     fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
@@ -70,8 +107,10 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
         # No num_to_keep: checkpoint.save prunes (Ray would keep no track of earlier drivers' checkpoints).
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
-        # Workers inherit the driver's env for DeepSpeed's compiled-op cache.
-        worker_runtime_env={"env_vars": _worker_env()},
+        worker_runtime_env={"env_vars": _worker_env(sc.use_gpu)},
+        # Ray Train's info lines (resources requested, worker group started, every report)
+        # go to its log files only; our step lines say what matters.
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
     )
     job = cfg.to_dict(redact=False)
     job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
@@ -80,7 +119,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         job["model"]["stage1"] = absolutize(cfg.model.stage1)
     loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
     return TorchTrainer(
-        train_worker,
+        _train_worker,
         train_loop_config=loop_config,
         scaling_config=scaling,
         run_config=run,
@@ -101,13 +140,18 @@ def rejects_uri(cfg: JobConfig) -> str:
     return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
 
 
-def _worker_env() -> dict[str, str]:
-    keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    # Ray Train 2.60 patches `print` in workers to tee into its logger, which shows every
-    # log line twice on the driver; our lines are already formatted for people.
-    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+def _worker_env(use_gpu: bool) -> dict[str, str]:
+    env = quiet.process_env(use_gpu)
+    if "WANDB_MODE" in os.environ:
+        env["WANDB_MODE"] = os.environ["WANDB_MODE"]
     return env
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    from vlv_ray.train.loop import train_worker
+
+    quiet.in_worker()
+    train_worker(loop_config)
 
 
 def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False,
@@ -124,6 +168,7 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     lease = precheck.take_lease(cfg, run_dir(cfg))
     try:
         precheck.resume_settings(cfg, allow_changes=allow_changes)
+        quiet.apply_to_this_process(cfg.scaling.use_gpu)
         ensure_ray()
         if not local:
             precheck.placeable(cfg, worker_resources(cfg))
@@ -159,5 +204,7 @@ def _after(cfg: JobConfig, result, local: bool) -> None:
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
-        print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)} "
+        with quiet.captured():  # DeepSpeed's consolidation chatter; shown if it fails
+            exported = export_trainable(result.checkpoint, cfg)
+        print(f"exported trainable weights: {exported} "
               f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)
