@@ -165,7 +165,8 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     # Fail on bad input before paying for a cluster start.
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
     precheck.stage1_export(cfg)
-    lease = precheck.take_lease(cfg, run_dir(cfg))
+    # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
+    lease = None if local else precheck.take_lease(cfg, run_dir(cfg))
     try:
         precheck.resume_settings(cfg, allow_changes=allow_changes)
         quiet.apply_to_this_process(cfg.scaling.use_gpu)
@@ -185,7 +186,8 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
                                           region=cfg.storage.region)) from None
         _after(cfg, result, local)
     finally:
-        lease.release()
+        if lease is not None:
+            lease.release()
     return result
 
 
