@@ -4,16 +4,16 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from vlv_ray.config import load_job
 from vlv_ray.models.presets import (DECODER_PARTS, ENCODER_PARTS, build_stage1, count_parts, paper_configs_for,
+
+from helpers import REPO
                                     param_counts)
 
-REPO = Path(__file__).resolve().parents[2]
 FLORENCE_PARTS = ("vision_tower", "vision_projector", "token_embeddings", "language_encoder", "language_decoder")
 LANGUAGE_PARTS = ("token_embeddings", "language_encoder", "language_decoder")
 

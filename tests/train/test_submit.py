@@ -2,9 +2,9 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+
 SECRET = "not-a-real-secret-7f3a9c"
 
 

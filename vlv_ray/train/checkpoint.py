@@ -47,7 +47,7 @@ def run_uri(cfg: JobConfig) -> str:
 
 
 def _kw(cfg: JobConfig) -> dict[str, Any]:
-    return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    return cfg.storage.options
 
 
 def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig) -> None:

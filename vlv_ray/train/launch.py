@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
@@ -45,14 +44,13 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     )
 
 
-def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
+def build_trainer(cfg: JobConfig, *, local: bool = False):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from vlv_ray.train.loop import train_worker
 
-    storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
-    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
+    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **cfg.storage.options)
 
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
@@ -79,7 +77,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
     if cfg.model.stage1:
         job["model"]["stage1"] = absolutize(cfg.model.stage1)
-    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
+    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg)}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
@@ -104,18 +102,18 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
+def run(cfg: JobConfig, *, local: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
     from vlv_ray.data.pipeline import shard_paths
 
     # Fail on a missing or empty dataset before paying for a cluster start.
-    shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    shard_paths(absolutize(cfg.data.uri), **cfg.storage.options)
     ensure_ray()
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
+    trainer = build_trainer(cfg, local=local)
     result = trainer.fit()
     from vlv_ray.data.pipeline import count_rejects
 
-    dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    dropped = count_rejects(rejects_uri(cfg), **cfg.storage.options)
     if dropped:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
         print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {rejects_uri(cfg)}",
