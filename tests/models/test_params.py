@@ -10,16 +10,16 @@ import torch
 
 from vlv_ray.config import load_job
 from vlv_ray.models.presets import (DECODER_PARTS, ENCODER_PARTS, build_stage1, count_parts, paper_configs_for,
-
-from helpers import REPO
                                     param_counts)
+
+from helpers import JOBS, REPO
 
 FLORENCE_PARTS = ("vision_tower", "vision_projector", "token_embeddings", "language_encoder", "language_decoder")
 LANGUAGE_PARTS = ("token_embeddings", "language_encoder", "language_decoder")
 
 
 def job(name, *overrides):
-    return load_job(REPO / "jobs" / name, list(overrides))
+    return load_job(JOBS / name, list(overrides))
 
 
 def within(got, published, rel=0.01):

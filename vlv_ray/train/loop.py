@@ -13,10 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import ray.train
 import torch
 
 from vlv_ray.config import JobConfig, from_dict
+from vlv_ray.train import checkpoint, preempt
+from vlv_ray.train.batches import Batches
+from vlv_ray.train.callbacks import Callbacks, StepEnd
+from vlv_ray.train.checkpointer import Checkpointer
+from vlv_ray.train.cost_meter import CostMeter
+from vlv_ray.train.engine import build_engine
+from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
+from vlv_ray.train.stages import build_stage
+from vlv_ray.train.state import TrainerState
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -33,18 +43,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
-    import ray.train
-
-    from vlv_ray.train import checkpoint, preempt
-    from vlv_ray.train.batches import Batches
-    from vlv_ray.train.callbacks import Callbacks, StepEnd
-    from vlv_ray.train.checkpointer import Checkpointer
-    from vlv_ray.train.cost_meter import CostMeter
-    from vlv_ray.train.engine import build_engine
-    from vlv_ray.train.metrics import MetricsLogger
-    from vlv_ray.train.stages import build_stage
-    from vlv_ray.train.state import TrainerState
-
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
@@ -141,8 +139,6 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
 def _stop_requested(world: int) -> bool:
     """The one "stop now" decision, agreed by every rank (collective): on it, every rank
     checkpoints this step and the run ends. A SIGTERM (spot notice) on any rank today."""
-    from vlv_ray.train import preempt
-
     return preempt.requested(world)
 
 
