@@ -1,4 +1,4 @@
-# Two commands: `make demo` and `make test`. Both create .venv when missing and install
+# Two commands: `make demo` and `make test` (`make test-fast`: the tests that start no Ray or DeepSpeed). Both create .venv when missing and install
 # the project once; re-running them on a set-up tree installs nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.vlv-ray-installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test test-fast bench clean-demo
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not integration"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done

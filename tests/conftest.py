@@ -2,6 +2,9 @@
 
 `ray start --head --block` runs in a process group of its own; teardown signals that
 group and every process descending from it, and nothing else on the machine.
+
+Every test that uses a Ray fixture is marked `integration` here (tests that start
+DeepSpeed without Ray carry the mark themselves): `make test-fast` leaves them out.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, free_port
 # DeepSpeed compiles C++ ops on first use; keep them in the repo's cache, not ~.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -38,10 +41,13 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RAY_FIXTURES = {"ray_head", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def _descendants(pid: int) -> list[int]:

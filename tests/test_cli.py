@@ -1,11 +1,10 @@
 """The `vlv-ray` command: bad input ends in one line naming the problem and exit != 0."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def vlv(*args, cwd=REPO):

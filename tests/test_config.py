@@ -1,11 +1,10 @@
 """Job configs: strict validation with messages that name the key, value and what is allowed."""
-from pathlib import Path
 
 import pytest
 
 from vlv_ray.config import ConfigError, JobConfig, from_dict, load_job
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
+from helpers import JOBS
 
 
 def minimal(**extra) -> dict:

@@ -17,7 +17,9 @@ from pathlib import Path
 from vlv_ray.config import ConfigError, dump_yaml, load_job
 
 _PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EDQUOT)
-REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
+# The example job files, shipped as package data (vlv_ray/jobs links to the checkout's jobs/),
+# so `demo` works from any install and any directory.
+PACKAGED_JOBS = Path(__file__).resolve().parent / "jobs"
 
 
 class UserError(Exception):
@@ -185,7 +187,7 @@ def cmd_demo(args) -> int:
         shards.prepare(str(images), str(data), shard_rows=32, captions=str(work / "captions.jsonl"))
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = work / "runs"
-    cfg = load_job(REPO_JOBS / "tiny.yaml", [f"name={name}", f"data.uri={data}", f"storage_path={runs}",
+    cfg = load_job(PACKAGED_JOBS / "tiny.yaml", [f"name={name}", f"data.uri={data}", f"storage_path={runs}",
                                               *args.overrides])
     print(f"[demo] stage 1 (images only) {cfg.name}: {cfg.max_steps} steps, {cfg.scaling.num_workers} workers, "
           f"ZeRO-{cfg.deepspeed.zero_stage}, storage {cfg.storage_path}")
@@ -193,7 +195,7 @@ def cmd_demo(args) -> int:
     if status or args.stage1_only:
         return status
     stage1 = runs / name / "export" / "stage1"
-    cfg2 = load_job(REPO_JOBS / "tiny-stage2.yaml", [f"name={name}-stage2", f"data.uri={data}",
+    cfg2 = load_job(PACKAGED_JOBS / "tiny-stage2.yaml", [f"name={name}-stage2", f"data.uri={data}",
                                                       f"storage_path={runs}", f"model.stage1={stage1}"])
     print(f"[demo] stage 2 (captions) {cfg2.name}: {cfg2.max_steps} steps from {stage1}")
     status = _report_result(launch.run(cfg2), cfg2)

@@ -55,13 +55,17 @@ class StorageConfig:
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, R2, moto); else AWS_ENDPOINT_URL
     region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION
 
+    @property
+    def options(self) -> dict[str, str | None]:
+        """The keyword arguments every `vlv_ray.storage` call takes."""
+        return {"endpoint_url": self.endpoint_url, "region": self.region}
+
 
 @dataclass
 class DataConfig:
     uri: str = ""  # a dataset written by `vlv-ray data prepare` (folder with manifest.json)
     resolution: int = field(default=384, metadata=_range(8, 4096))
     batch_size: int = field(default=8, metadata=_range(1))  # per worker, per micro-step
-    shuffle_seed: int = 0
     decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
 
 
@@ -91,6 +95,10 @@ class OptimConfig:
     grad_clip: float = field(default=1.0, metadata=_range(0.0))  # 0 disables clipping
 
 
+# Precision names in job files → torch dtype names (no torch import here: `config check` stays fast).
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 @dataclass
 class DeepSpeedConfig:
     zero_stage: int = field(default=2, metadata=_range(0, 3))
@@ -98,6 +106,13 @@ class DeepSpeedConfig:
     grad_accum_steps: int = field(default=1, metadata=_range(1))
     offload_optimizer: Literal["none", "cpu"] = "none"
     offload_param: Literal["none", "cpu"] = "none"
+
+    @property
+    def torch_dtype(self):
+        """The compute dtype of frozen modules: `precision` as a torch dtype."""
+        import torch
+
+        return getattr(torch, TORCH_DTYPES[self.precision])
 
 
 @dataclass
@@ -142,6 +157,14 @@ class CostConfig:
 
 
 @dataclass
+class CallbackConfig:
+    """A user callback run on every worker at the end of every step (`train/callbacks.py`)."""
+
+    path: str = ""  # "package.module:ClassName", importable on the workers
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments for ClassName(...)
+
+
+@dataclass
 class JobConfig:
     name: str = ""  # run name: re-running the same name resumes
     stage: int = field(default=1, metadata=_range(1, 2))
@@ -157,6 +180,7 @@ class JobConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    callbacks: list[CallbackConfig] = field(default_factory=list)
 
     def validate(self) -> "JobConfig":
         """Cross-field checks that no single field can express."""
@@ -176,6 +200,9 @@ class JobConfig:
             raise ConfigError("deepspeed.precision: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
+        for i, cb in enumerate(self.callbacks):
+            if not _CALLBACK_PATH.match(cb.path):
+                raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
         if self.model.preset == "paper":
             for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
                 if getattr(self.model, key) is None:
@@ -193,17 +220,22 @@ class JobConfig:
     def numerics(self) -> dict[str, Any]:
         """The settings that determine the numerics; stored in checkpoints beside their hash.
 
-        Names, logging and max_steps are left out: extending a run (more steps) is a resume,
-        not a different job. So is scaling: a resize resumes through a universal checkpoint.
-        Storage is left out too (and with it any credentials in an endpoint URL).
+        Names, logging, callbacks and max_steps are left out: extending a run (more steps) or
+        adding a profiler is a resume, not a different job. So is scaling: a resize resumes
+        through a universal checkpoint. Storage is left out too (and with it any credentials in
+        an endpoint URL).
         """
         d = self.to_dict(redact=False)
-        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling"):
+        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling",
+                  "callbacks"):
             d.pop(k, None)
         return d
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_CALLBACK_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def _redact(d: Any) -> Any:
@@ -232,6 +264,10 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping of names to values"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
     if tp is type(None):
         return "null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
@@ -241,6 +277,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Return `value` as type `tp`, or raise ConfigError naming the key."""
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad

@@ -2,7 +2,6 @@
 same loss as encoding on the fly (within bf16 rounding)."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,7 +15,7 @@ from vlv_ray.models.presets import build_stage1
 from vlv_ray.train import launch
 from vlv_ray.train.stage1 import Stage1
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS
 
 
 @pytest.fixture(scope="module")

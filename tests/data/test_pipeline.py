@@ -1,7 +1,6 @@
 """The Ray Data read path drops rows it cannot decode, records them, and never trains on zeros."""
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -11,7 +10,7 @@ from vlv_ray.data import shards
 from vlv_ray.data.pipeline import count_rejects, decode_images
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS
 
 
 def png(colour) -> bytes:

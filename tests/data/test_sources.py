@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +13,7 @@ from vlv_ray.data import shards, synthetic
 
 from test_shards import record_writes  # tests/data is on sys.path under pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

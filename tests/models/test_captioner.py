@@ -82,7 +82,7 @@ def test_truncation_keeps_end_of_text():
 @pytest.mark.parametrize("train_encoder", [True, False])
 def test_stage2_gradients_reach_exactly_the_trainable_parts(train_encoder):
     from vlv_ray.models.presets import build_stage1
-    from vlv_ray.train.stage2 import CaptionModel
+    from vlv_ray.models.caption_model import CaptionModel
 
     encoder, decoder = build_stage1("tiny", resolution=32)
     model = CaptionModel(encoder, decoder.text_encoder, tiny_captioner(prefix_dim=decoder.hidden_size),

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,13 +12,14 @@ from vlv_ray.config import load_job
 from vlv_ray.models.presets import (DECODER_PARTS, ENCODER_PARTS, build_stage1, count_parts, paper_configs_for,
                                     param_counts)
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import JOBS, REPO
+
 FLORENCE_PARTS = ("vision_tower", "vision_projector", "token_embeddings", "language_encoder", "language_decoder")
 LANGUAGE_PARTS = ("token_embeddings", "language_encoder", "language_decoder")
 
 
 def job(name, *overrides):
-    return load_job(REPO / "jobs" / name, list(overrides))
+    return load_job(JOBS / name, list(overrides))
 
 
 def within(got, published, rel=0.01):

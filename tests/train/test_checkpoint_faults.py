@@ -7,7 +7,7 @@ import pytest
 from vlv_ray.config import load_job
 from vlv_ray.train import integrity, launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS, callbacks
 
 
 def job(dataset, runs, name, *overrides):
@@ -29,9 +29,8 @@ def assert_every_marked_checkpoint_is_whole(run: Path):
 def test_rank_killed_during_save_never_leaves_a_complete_marker_over_missing_files(
         ray_cluster, tiny_dataset, tmp_path, point, rank):
     runs = tmp_path / "runs"
-    hooks = {"kill_in_save": {"point": point, "rank": rank, "step": 4, "once_file": str(tmp_path / "killed")}}
-    result = launch.run(job(tiny_dataset, runs, "k", "max_steps=4", "checkpoint.max_failures=1"),
-                        extra_loop_config={"test_hooks": hooks})
+    kill = ("KillInSave", {"phase": point, "rank": rank, "step": 4, "once_file": str(tmp_path / "killed")})
+    result = launch.run(job(tiny_dataset, runs, "k", "max_steps=4", "checkpoint.max_failures=1", callbacks(kill)))
     assert (tmp_path / "killed").read_text() == point  # the kill happened
     assert result.error is None
     # The step-4 save never completed: the retry resumed from step 2 and saved step 4 afresh.

@@ -1,42 +1,23 @@
 """Fault tests with real processes: a worker SIGKILLed, a worker SIGTERMed (spot notice)."""
-from collections import Counter, defaultdict
-from pathlib import Path
+from collections import Counter
 
-from vlv_ray.config import load_job
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import callbacks, keys_seen, steps_run, tiny_job
 
 
-def steps_run(trace: Path) -> dict[int, list[int]]:
-    by_rank = defaultdict(list)
-    for line in trace.read_text().split("\n"):
-        if line:
-            rank, step = map(int, line.split()[:2])
-            by_rank[rank].append(step)
-    return dict(by_rank)
-
-
-def keys_seen(trace: Path, rank: int | None = None) -> list[str]:
-    """Every key trained on, in trace order (optionally one rank's only)."""
-    out = []
-    for line in trace.read_text().split("\n"):
-        if line and (rank is None or int(line.split()[0]) == rank):
-            out += line.split()[2].split(",")
-    return out
-
-
-def run(dataset, tmp_path, name, hooks, *overrides):
-    cfg = load_job(JOBS / "tiny.yaml", [f"data.uri={dataset}", f"storage_path={tmp_path / 'runs'}",
-                                        f"name={name}", "checkpoint.max_failures=1", *overrides])
+def run(dataset, tmp_path, name, fault, *overrides):
+    """Train with a trace of the keys of every step, then `fault` = (callback class, args)."""
     trace = tmp_path / "trace.txt"
-    result = launch.run(cfg, extra_loop_config={"test_hooks": {**hooks, "trace_file": str(trace)}})
+    cfg = tiny_job(dataset, tmp_path / "runs", f"name={name}", "checkpoint.max_failures=1", *overrides,
+                   callbacks(("TraceKeys", {"file": str(trace)}), fault))
+    result = launch.run(cfg)
     return result, steps_run(trace)
 
 
 def test_sigkilled_worker_restarts_from_last_checkpoint(ray_cluster, tiny_dataset, tmp_path):
     # 64 rows, 2 workers × batch 4: steps 1-8 are exactly one epoch.
-    result, steps = run(tiny_dataset, tmp_path, "killed", {"kill_after_step": 3, "signal_rank": 1},
+    result, steps = run(tiny_dataset, tmp_path, "killed", ("KillAfter", {"step": 3, "rank": 1}),
                         "max_steps=8", "checkpoint.every_steps=2")
     assert result.error is None
     assert result.metrics["step"] == 8 and result.metrics["resumed_from"] == 2 and result.metrics["epoch"] == 0
@@ -51,7 +32,7 @@ def test_sigkilled_worker_restarts_from_last_checkpoint(ray_cluster, tiny_datase
 
 
 def test_sigterm_checkpoints_the_current_step_and_resume_loses_nothing(ray_cluster, tiny_dataset, tmp_path):
-    result, steps = run(tiny_dataset, tmp_path, "preempted", {"sigterm_after_step": 3, "signal_rank": 1},
+    result, steps = run(tiny_dataset, tmp_path, "preempted", ("SigtermAfter", {"step": 3, "rank": 1}),
                         "max_steps=5", "checkpoint.every_steps=100")
     assert result.error is None
     # The SIGTERM checkpoint holds step 3 although the interval (100) never came due.

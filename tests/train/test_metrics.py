@@ -12,6 +12,11 @@ def job(tmp_path, **logging):
                       "model": {"preset": "tiny"}, "logging": {"wandb_dir": str(tmp_path / "wb"), **logging}})
 
 
+def metrics(step: int) -> dict:
+    return {"step": step, "epoch": 0, "loss": 1.5, "lr": 1e-4, "grad_norm": 0.5, "samples_per_s": 8.0,
+            "tokens_per_s": 0.0, "step_time_s": 0.5, "data_wait_s": 0.1, "rejected_rows": 0, "cost_usd": 0.0}
+
+
 def test_run_id_is_stable_and_safe():
     assert wandb_run_id("runs/exp one") == wandb_run_id("runs/exp one")
     assert wandb_run_id("runs/exp one") != wandb_run_id("runs/exp two")
@@ -29,7 +34,7 @@ def test_offline_run_on_rank0_only_and_secret_free(tmp_path, monkeypatch):
     try:
         assert logger.run is not None and logger.run.id == wandb_run_id(cfg.name)
         assert logger.run.settings.mode == "offline"
-        logger.log({"loss": 1.5, "step": 1}, step=1)
+        logger.log_step(metrics(1))
         assert SECRET not in repr(dict(logger.run.config))
     finally:
         logger.close()
@@ -41,3 +46,14 @@ def test_offline_run_on_rank0_only_and_secret_free(tmp_path, monkeypatch):
 def test_disabled_makes_no_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert MetricsLogger(job(tmp_path, wandb="disabled"), rank=0).run is None
+
+
+def test_logs_on_the_interval_the_first_step_of_a_run_and_the_last_on_rank0_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = from_dict({**job(tmp_path, wandb="disabled", every_steps=4).to_dict(redact=False), "max_steps": 10})
+    for rank in (0, 1):
+        logger = MetricsLogger(cfg, rank=rank, first_step=2)  # resumed at step 2
+        for step in range(3, 11):
+            logger.log_step(metrics(step))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" |")[0] for line in lines] == ["step 3/10", "step 4/10", "step 8/10", "step 10/10"]

@@ -5,33 +5,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlv_ray.config import load_job
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import keys_seen, tiny_job, trace
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_resume_on_fewer_workers(ray_cluster, tiny_dataset, tmp_path, zero_stage):
     def job(workers, steps):
-        return load_job(JOBS / "tiny.yaml", [
-            f"data.uri={tiny_dataset}", f"storage_path={tmp_path}", f"name=resize-z{zero_stage}",
-            f"deepspeed.zero_stage={zero_stage}", f"scaling.num_workers={workers}", f"max_steps={steps}",
-            "checkpoint.every_steps=2"])
+        return tiny_job(tiny_dataset, tmp_path, f"name=resize-z{zero_stage}", f"deepspeed.zero_stage={zero_stage}",
+                        f"scaling.num_workers={workers}", f"max_steps={steps}", "checkpoint.every_steps=2",
+                        trace(trace_file))
 
-    trace = tmp_path / "trace.txt"
-    hooks = {"test_hooks": {"trace_file": str(trace)}}
-    first = launch.run(job(2, 4), extra_loop_config=hooks)
+    trace_file = tmp_path / "trace.txt"
+    first = launch.run(job(2, 4))
     assert first.error is None and first.metrics["step"] == 4
     before = Path(first.checkpoint.path)
     assert json.loads((before / "trainer_state.json").read_text())["world_size"] == 2
 
     # 64 rows: 4 steps × 2 workers × 4 used 32; one worker needs 8 more steps for the rest.
-    second = launch.run(job(1, 12), extra_loop_config=hooks)
+    second = launch.run(job(1, 12))
     assert second.error is None, second.error
     assert second.metrics["resumed_from"] == 4 and second.metrics["step"] == 12
     assert second.metrics["epoch"] == 0
-    keys = [k for line in trace.read_text().splitlines() for k in line.split()[2].split(",")]
+    keys = keys_seen(trace_file)
     assert len(keys) == 64 and len(set(keys)) == 64  # the epoch finished on 1 worker: each row once
     assert torch.isfinite(torch.tensor(second.metrics["loss"]))
     after = Path(second.checkpoint.path)

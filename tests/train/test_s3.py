@@ -8,7 +8,7 @@ from vlv_ray.config import load_job
 from vlv_ray.data import shards, synthetic
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS
 
 
 def test_prepare_train_and_resume_on_s3(ray_cluster, s3_bucket, tmp_path):

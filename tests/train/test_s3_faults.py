@@ -5,7 +5,6 @@ while). Writing, reading and a whole training run go through it and lose nothing
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 from vlv_ray import storage
 from vlv_ray.config import load_job
@@ -13,9 +12,7 @@ from vlv_ray.data import shards, synthetic
 from vlv_ray.train import launch
 
 from faultproxy import FaultProxy  # tests/ is on sys.path: its conftest.py is there
-from test_faults import keys_seen
-
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS, keys_seen, trace as trace_keys
 
 
 def test_prepare_and_read_through_5xx_and_a_restart(s3_bucket, tmp_path):
@@ -48,7 +45,7 @@ def test_training_through_faults_serves_every_row_once(ray_cluster, s3_bucket, t
     with FaultProxy(endpoint, error_rate=0.1, seed=2) as proxy:
         cfg = load_job(JOBS / "tiny.yaml", [
             f"data.uri={data_uri}", f"storage_path=s3://{bucket}/runs", "name=faulty",
-            f"storage.endpoint_url={proxy.url}", "max_steps=8", "checkpoint.every_steps=4"])
+            f"storage.endpoint_url={proxy.url}", "max_steps=8", "checkpoint.every_steps=4", trace_keys(trace)])
 
         def restart_mid_run():  # once the workers are reading, the server goes away for 1.5 s
             start = proxy.counts["requests"]
@@ -61,7 +58,7 @@ def test_training_through_faults_serves_every_row_once(ray_cluster, s3_bucket, t
         t = threading.Thread(target=restart_mid_run, daemon=True)
         t.start()
         try:
-            result = launch.run(cfg, extra_loop_config={"test_hooks": {"trace_file": str(trace)}})
+            result = launch.run(cfg)
         finally:
             stop.set()
             t.join()

@@ -2,7 +2,7 @@
 import math
 
 from vlv_ray.config import OptimConfig
-from vlv_ray.train.loop import lr_at
+from vlv_ray.train.schedule import lr_at
 
 
 def test_warmup_then_cosine_decays_once_to_floor():

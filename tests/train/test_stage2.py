@@ -14,7 +14,7 @@ from vlv_ray.models import export
 from vlv_ray.models.presets import build_stage1
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from conftest import RAY_TOKEN, free_port, user_env  # tests/ is on sys.path: its conftest.py is there
-
-REPO = Path(__file__).resolve().parents[2]
+from conftest import RAY_TOKEN, user_env  # tests/ is on sys.path: its conftest.py is there
+from helpers import REPO, free_port
 SENTINELS = {"AWS_ACCESS_KEY_ID": "AKIASENTINEL7f3a9c", "AWS_SECRET_ACCESS_KEY": "secret-sentinel-7f3a9c",
              "WANDB_API_KEY": "wandb-sentinel-7f3a9c"}
 

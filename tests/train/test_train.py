@@ -6,26 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlv_ray.config import load_job
 from vlv_ray.train import launch
 
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+from helpers import JOBS, free_port, tiny_job, trace
 
 
-def tiny_job(dataset, runs, *overrides):
-    return load_job(JOBS / "tiny.yaml", [f"data.uri={dataset}", f"storage_path={runs}", *overrides])
-
-
+@pytest.mark.integration  # a real DeepSpeed engine
 def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeypatch):
     import deepspeed
     import torch.distributed as dist
 
-    from vlv_ray.train.loop import deepspeed_config
+    from vlv_ray.train.engine import deepspeed_config
     from vlv_ray.train.stages import build_stage
 
     cfg = tiny_job(tiny_dataset, tmp_path, "scaling.num_workers=1")
-    from conftest import free_port
-
     for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                      LOCAL_RANK="0").items():
         monkeypatch.setenv(k, v)
@@ -55,11 +49,9 @@ def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeyp
 
 def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_dataset, tmp_path):
     runs = tmp_path / "runs"
-    hooks = {"test_hooks": {"trace_file": str(tmp_path / "resumed.txt")}}
     # A constant lr: the schedule depends on max_steps, which the resumed run raises.
     first = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=4", "checkpoint.every_steps=2",
-                                "optim.schedule=constant"),
-                       extra_loop_config=hooks)
+                                "optim.schedule=constant", trace(tmp_path / "resumed.txt")))
     assert first.error is None
     assert first.metrics["step"] == 4 and first.metrics["resumed_from"] == 0
     assert torch.isfinite(torch.tensor(first.metrics["loss"]))
@@ -81,8 +73,7 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
     # epoch 0 at step 8: 64 rows / (2 workers × 4)).
     before = torch.load(ckpt / "engine" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     second = launch.run(tiny_job(tiny_dataset, runs, "name=resume", "max_steps=10", "checkpoint.every_steps=2",
-                                 "optim.schedule=constant"),
-                        extra_loop_config=hooks)
+                                 "optim.schedule=constant", trace(tmp_path / "resumed.txt")))
     assert second.error is None
     assert second.metrics["resumed_from"] == 4 and second.metrics["step"] == 10 and second.metrics["epoch"] == 1
     after_dir = Path(second.checkpoint.path)
@@ -104,10 +95,8 @@ def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_datas
 
     # The interrupted run equals one that never stopped, bit for bit: same rows in the same
     # order on each rank (the data position resumes mid-epoch), same noise, same weights.
-    straight_hooks = {"test_hooks": {"trace_file": str(tmp_path / "straight.txt")}}
     straight = launch.run(tiny_job(tiny_dataset, runs, "name=straight", "max_steps=10", "checkpoint.every_steps=10",
-                                   "optim.schedule=constant"),
-                          extra_loop_config=straight_hooks)
+                                   "optim.schedule=constant", trace(tmp_path / "straight.txt")))
     assert straight.error is None and straight.metrics["loss"] == second.metrics["loss"]
     assert sorted((tmp_path / "straight.txt").read_text().splitlines()) == \
         sorted((tmp_path / "resumed.txt").read_text().splitlines())

@@ -149,7 +149,7 @@ def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], ep
     if not items:
         return None
     columns = ["key", "image"] + (["caption"] if cfg.stage == 2 else [])
-    storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    storage_kw = cfg.storage.options
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # One task per segment reads and decodes it. A separate decode `map_batches` with its own
     # batch size would make Ray Data bundle many segments into one task: no parallelism.

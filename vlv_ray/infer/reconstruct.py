@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vlv_ray import storage
+from vlv_ray.grid import side_by_side
 from vlv_ray.infer import images as image_inputs
 from vlv_ray.models import export
 
@@ -50,20 +51,6 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
     storage.write_bytes_atomic(out, buf.getvalue(), **kw)
     return {"out": out, "images": len(uris), "resolution": res, "steps": steps, "guidance": guidance,
             "seed": seed, "scheduler": scheduler or "DDIMScheduler", "step": meta["step"]}
-
-
-def side_by_side(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
-    """One row per image: the original, then its reconstruction (uint8 [n·res, 2·res, 3])."""
-    res = originals.shape[1]
-    return np.concatenate([np.concatenate([o, _fit(r, res)], axis=1)
-                           for o, r in zip(originals, reconstructions)], axis=0)
-
-
-def _fit(image: np.ndarray, res: int) -> np.ndarray:
-    """The decoder's output at the original's size (the VAE may decode at another one)."""
-    if image.shape[:2] == (res, res):
-        return image
-    return np.asarray(Image.fromarray(image).resize((res, res), Image.Resampling.BICUBIC))
 
 
 def _sd_tokenizer(sd_path: str | None):

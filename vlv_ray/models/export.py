@@ -135,7 +135,7 @@ def load_stage2(uri: str, **kw):
     """
     from types import SimpleNamespace
 
-    from vlv_ray.train.stage2 import build_caption_model
+    from vlv_ray.models.caption_model import build_caption_model
 
     meta, tensors = read(uri, **kw)
     if meta.get("kind") != "vlv-stage2":

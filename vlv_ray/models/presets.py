@@ -219,7 +219,7 @@ def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0
     from transformers import AutoModelForCausalLM
 
     from vlv_ray.models.captioner import Captioner, tiny_captioner
-    from vlv_ray.train.stage2 import CaptionModel
+    from vlv_ray.models.caption_model import CaptionModel
 
     prefix_dim = text_encoder.config.hidden_size
     if cfg_model.preset == "tiny":

@@ -34,7 +34,7 @@ class _NumpyCollate(NumpyBatchCollateFn):
 class Batches:
     def __init__(self, cfg: JobConfig, rank: int, world: int, position: dict[str, Any] | None,
                  collate: Callable, *, data_uri: str, rejects_uri: str | None, vae_digest: str | None = None):
-        kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+        kw = cfg.storage.options
         self.fs, self.paths, manifest = pipeline.shard_paths(data_uri, **kw)
         self.blocks = order.blocks_from_manifest(manifest)
         self.cfg, self.rank, self.world, self.collate = cfg, rank, world, collate

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig
@@ -50,12 +48,15 @@ def run_uri(cfg: JobConfig) -> str:
 
 
 def _kw(cfg: JobConfig) -> dict[str, Any]:
-    return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    return cfg.storage.options
 
 
 def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig,
-         hooks: dict[str, Any] | None = None) -> None:
-    """Collective: every rank must call it at the same step."""
+         on_phase: Callable[[str], None] | None = None) -> None:
+    """Collective: every rank must call it at the same step. `on_phase(name)` is called as the
+    save passes "staged" (this rank's files written locally), "uploaded" (this rank's upload
+    done) and "gathered" (every rank's upload confirmed, before rank 0 marks it complete)."""
+    phase = on_phase or (lambda name: None)
     import ray.train
     import torch.distributed as dist
 
@@ -67,32 +68,23 @@ def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg:
             state = {**state, "config": cfg.numerics()}  # so a resume can name what changed
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
         files = integrity.staged_files(staging)
-        _test_kill(hooks, rank, "staged", state["step"])
+        phase("staged")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staging)),
                          checkpoint_dir_name=name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _test_kill(hooks, rank, "uploaded", state["step"])
+    phase("uploaded")
     # This rank's upload is done; the gather returns once every rank's is.
     everyone: list[dict[str, int]] = [files]
     if dist.is_initialized() and dist.get_world_size() > 1:
         everyone = [{} for _ in range(dist.get_world_size())]
         dist.all_gather_object(everyone, files)
-    _test_kill(hooks, rank, "gathered", state["step"])
+    phase("gathered")
     if rank == 0:
         merged = {k: v for f in everyone for k, v in f.items()}
         uri = storage.join(run_uri(cfg), name)
         integrity.write_marker(uri, state["step"], merged, **_kw(cfg))
         integrity.prune(run_uri(cfg), cfg.checkpoint.keep_last, **_kw(cfg))
-
-
-def _test_kill(hooks: dict[str, Any] | None, rank: int, point: str, step: int) -> None:
-    """Test-only: SIGKILL this worker at `point` of a save, once (a flag file records it)."""
-    h = (hooks or {}).get("kill_in_save")
-    if not h or (h["point"], h["rank"], h["step"]) != (point, rank, step) or os.path.exists(h["once_file"]):
-        return
-    Path(h["once_file"]).write_text(point)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def newest_verified(cfg: JobConfig, *, clean: bool = False, say=print) -> tuple[str, dict[str, Any]] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
@@ -84,12 +83,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
+def build_trainer(cfg: JobConfig, *, local: bool = False):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
-    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
+    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **cfg.storage.options)
 
     sc = cfg.scaling
     resources = worker_resources(cfg)
@@ -117,7 +115,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
     if cfg.model.stage1:
         job["model"]["stage1"] = absolutize(cfg.model.stage1)
-    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
+    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg)}
     return TorchTrainer(
         _train_worker,
         train_loop_config=loop_config,
@@ -154,8 +152,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     train_worker(loop_config)
 
 
-def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False,
-        allow_changes: bool = False):
+def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
     import ray.train
 
@@ -163,7 +160,7 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     from vlv_ray.train import precheck
 
     # Fail on bad input before paying for a cluster start.
-    shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    shard_paths(absolutize(cfg.data.uri), **cfg.storage.options)
     precheck.stage1_export(cfg)
     # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
     lease = None if local else precheck.take_lease(cfg, run_dir(cfg))
@@ -176,14 +173,13 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
         # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
         # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
         storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
-                       endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+                       **cfg.storage.options)
         try:
-            result = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local).fit()
+            result = build_trainer(cfg, local=local).fit()
         except ray.train.TrainingFailedError as e:
             from vlv_ray.train.failure import TrainingFailed, describe
 
-            raise TrainingFailed(describe(e, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url,
-                                          region=cfg.storage.region)) from None
+            raise TrainingFailed(describe(e, run_dir(cfg), **cfg.storage.options)) from None
         _after(cfg, result, local)
     finally:
         if lease is not None:
@@ -198,7 +194,7 @@ def run_dir(cfg: JobConfig) -> str:
 def _after(cfg: JobConfig, result, local: bool) -> None:
     from vlv_ray.data.pipeline import count_rejects
 
-    dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+    dropped = count_rejects(rejects_uri(cfg), **cfg.storage.options)
     if dropped:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
         print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {rejects_uri(cfg)}",

@@ -1,4 +1,4 @@
-"""Where metrics go: a log line on stdout and, on rank 0, wandb.
+"""Where metrics go, and when: a log line on stdout and, on rank 0, wandb.
 
 wandb is offline unless the job says `logging.wandb: online` (an explicit WANDB_MODE in
 the environment wins, as wandb users expect). The run id is derived from the job name, so
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from typing import Any
 
 from vlv_ray.config import JobConfig
@@ -22,8 +23,12 @@ def wandb_run_id(name: str) -> str:
 
 
 class MetricsLogger:
-    def __init__(self, cfg: JobConfig, rank: int):
-        self.cfg, self.run = cfg, None
+    """Logs a step's metrics when due (every `logging.every_steps`, the first step of a run and
+    the last), and runs the stage's evaluation every `logging.eval_every_steps`."""
+
+    def __init__(self, cfg: JobConfig, rank: int, *, first_step: int = 0):
+        self.cfg, self.rank, self.run = cfg, rank, None
+        self.first_step = first_step  # the step this run (re)started from
         mode = os.environ.get("WANDB_MODE") or cfg.logging.wandb
         if rank != 0 or mode == "disabled":
             return
@@ -37,9 +42,23 @@ class MetricsLogger:
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
         )
 
-    def log(self, metrics: dict[str, Any], step: int) -> None:
+    def log_step(self, metrics: dict[str, Any]) -> None:
+        step = metrics["step"]
+        due = step % self.cfg.logging.every_steps == 0 or step in (self.cfg.max_steps, self.first_step + 1)
+        if self.rank != 0 or not due:
+            return
+        print(format_log_line(metrics, self.cfg.max_steps), flush=True)
         if self.run is not None:
             self.run.log({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
+
+    def evaluate_if_due(self, stage, engine, batch: dict[str, Any], step: int) -> None:
+        """Collective when due: every rank evaluates (ZeRO-3 gathers weights); rank 0 logs."""
+        every = self.cfg.logging.eval_every_steps
+        if not every or step % every:
+            return
+        result = stage.evaluate(engine, batch)
+        if self.rank == 0 and result:
+            print(f"[vlv-ray] eval at step {step}: {', '.join(self.log_eval(result, step))}", flush=True)
 
     def log_eval(self, result: dict[str, Any], step: int) -> list[str]:
         """Eval artefacts: images (uint8 arrays) and tables (lists of dicts), to storage and wandb."""
@@ -50,7 +69,7 @@ class MetricsLogger:
 
         from vlv_ray import storage
 
-        kw = {"endpoint_url": self.cfg.storage.endpoint_url, "region": self.cfg.storage.region}
+        kw = self.cfg.storage.options
         root = storage.join(self.cfg.storage_path, self.cfg.name, "eval")
         written = []
         for name, value in result.items():
@@ -79,3 +98,11 @@ class MetricsLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def format_log_line(m: dict[str, Any], max_steps: int) -> str:
+    tokens = f"{m['tokens_per_s']:.0f} tok/s | " if m.get("tokens_per_s") else ""  # stage 2
+    return (f"{time.strftime('%H:%M:%S')} step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
+            f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | {tokens}"
+            f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
+            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")

@@ -51,8 +51,6 @@ def requested(world: int) -> bool:
     return bool(flag.item())
 
 
-def signal_self_for_test(timeout_s: float = 10.0) -> None:
-    """Test-only: a real SIGTERM to this process; wait until the handler has run."""
-    os.kill(os.getpid(), signal.SIGTERM)
-    if not _requested.wait(timeout_s):
-        raise RuntimeError("SIGTERM handler did not run: is it installed on the main thread?")
+def pending() -> bool:
+    """True once this process has received SIGTERM (no collective: this rank only)."""
+    return _requested.is_set()

@@ -8,59 +8,43 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from vlv_ray.config import JobConfig
 from vlv_ray.data.latents import vae_digest
+from vlv_ray.grid import side_by_side
 from vlv_ray.models.presets import build_stage1
-from vlv_ray.train.stages import DTYPES
+from vlv_ray.train.stage import Stage, eval_mode
 
 
-class Stage1:
+class Stage1(Stage):
     def __init__(self, cfg: JobConfig, device: torch.device):
+        super().__init__(cfg, device)
         m = cfg.model
         encoder, decoder = build_stage1(
             m.preset, num_queries=m.num_queries, resolution=cfg.data.resolution,
             florence_path=m.florence, sd_path=m.stable_diffusion,
             train_vision_tower=m.train_vision_tower, seed=cfg.seed,
         )
-        self.device = device
         self.tokenizer = None  # the empty prompt's ids: SD's tokenizer when there is one
         if m.stable_diffusion:
             from transformers import CLIPTokenizer
 
             self.tokenizer = CLIPTokenizer.from_pretrained(m.stable_diffusion, subfolder="tokenizer")
         self.trainable = encoder
-        self.vae_digest = vae_digest(decoder.vae)  # which latent cache, if any, matches this VAE
-        self.decoder = decoder.to(device=device, dtype=DTYPES[cfg.deepspeed.precision])
+        self.vae_digest = vae_digest(decoder.vae)
+        self.decoder = decoder.to(device=device, dtype=cfg.deepspeed.torch_dtype)
 
-    @staticmethod
-    def collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        # Ray Data's default collate cannot handle the string key column.
-        images = np.ascontiguousarray(batch["image"])
-        if not images.flags.writeable:  # Ray hands out read-only views of its object store
-            images = images.copy()
-        return {"image": torch.from_numpy(images), "key": list(batch["key"])}
-
-    def evaluate(self, engine, batch: dict[str, Any], cfg: JobConfig) -> dict[str, Any]:
-        """Reconstructions of the batch's first images (CFG sampling). Collective under ZeRO-3."""
-        from vlv_ray.infer.reconstruct import side_by_side
-
-        log = cfg.logging
+    def evaluate(self, engine, batch: dict[str, Any]) -> dict[str, Any]:
+        """Reconstructions of the batch's first images (CFG sampling)."""
+        log = self.cfg.logging
         images = batch["image"][:log.eval_images].to(self.device)
-        module = engine.module
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                cond = self.decoder.condition(module(images))
-                uncond = self.decoder.empty_prompt(len(images), self.tokenizer)
-                recon = self.decoder.sample(cond, uncond, steps=log.eval_sample_steps, guidance=log.eval_guidance,
-                                            generator=torch.Generator().manual_seed(cfg.seed),
-                                            resolution=cfg.data.resolution)
-        finally:
-            module.train(was_training)
+        with eval_mode(engine.module) as module:
+            cond = self.decoder.condition(module(images))
+            uncond = self.decoder.empty_prompt(len(images), self.tokenizer)
+            recon = self.decoder.sample(cond, uncond, steps=log.eval_sample_steps, guidance=log.eval_guidance,
+                                        generator=torch.Generator().manual_seed(self.cfg.seed),
+                                        resolution=self.cfg.data.resolution)
         return {"reconstructions": side_by_side(images.cpu().numpy(), recon.numpy())}
 
     def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,59 @@
+"""Dependencies point one way: storage/config ← data, models ← train, infer ← cli.
+
+Read from the source (every import, the ones inside functions too), so a lazy import
+cannot hide a cycle that a later refactor would turn into an import error.
+"""
+import ast
+from pathlib import Path
+
+from helpers import REPO
+
+PACKAGE = REPO / "vlv_ray"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The vlv_ray modules `path` imports (`from vlv_ray.x import y` counts y when y is a module)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("vlv_ray")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vlv_ray"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            out |= subs or {node.module}
+    return out & modules - {module_name(path)}
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: imports_of(p, set(files)) for m, p in files.items()}
+
+
+def test_data_and_models_never_import_train_or_infer():
+    bad = {m: sorted(d for d in deps if d.startswith(("vlv_ray.train", "vlv_ray.infer")))
+           for m, deps in graph().items() if m.startswith(("vlv_ray.data", "vlv_ray.models"))}
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_no_import_cycle():
+    g = graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(g[m]):
+            if state.get(d) == 1:
+                cycles.append(path[path.index(d):] + [d] if d in path else [m, d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []

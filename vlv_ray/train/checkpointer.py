@@ -1,0 +1,31 @@
+"""When the loop checkpoints, and through what (train/checkpoint.py writes the files)."""
+from __future__ import annotations
+
+from typing import Any
+
+from vlv_ray.config import JobConfig
+from vlv_ray.train import checkpoint
+from vlv_ray.train.callbacks import Callbacks
+from vlv_ray.train.state import TrainerState
+
+
+class Checkpointer:
+    def __init__(self, cfg: JobConfig, rank: int, *, local: bool = False, callbacks: Callbacks | None = None):
+        self.cfg, self.rank, self.local, self.callbacks = cfg, rank, local, callbacks
+
+    def due(self, step: int, stop: bool) -> bool:
+        """Every `checkpoint.every_steps`, at the last step, and whenever the run must stop now."""
+        return stop or step % self.cfg.checkpoint.every_steps == 0 or step == self.cfg.max_steps
+
+    def save(self, engine, state: TrainerState, metrics: dict[str, Any]) -> None:
+        """Collective: every rank calls it at the same step."""
+        import ray.train
+
+        if self.local:  # local mode (--local) is for debugging: Ray does not persist its checkpoints
+            ray.train.report(metrics)
+            return
+        on_phase = None
+        if self.callbacks is not None:
+            def on_phase(phase: str) -> None:
+                self.callbacks.checkpoint_phase(phase, state.step, self.rank)
+        checkpoint.save(engine, state.to_dict(), metrics, self.rank, self.cfg, on_phase=on_phase)
