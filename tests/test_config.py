@@ -4,7 +4,7 @@ import pytest
 
 from vlv_ray.config import ConfigError, JobConfig, from_dict, load_job
 
-from helpers import JOBS
+from helpers import JOBS, REPO
 
 
 def minimal(**extra) -> dict:
@@ -108,7 +108,7 @@ def test_config_show_redacts_by_value_not_by_key_name(tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     secret = "sentinel-pasted-5b1e"
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret}
     r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "config", "show", "jobs/tiny.yaml",

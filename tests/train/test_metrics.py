@@ -1,4 +1,5 @@
 """wandb from rank 0: offline by default, stable run id per job name, no secrets in config."""
+import re
 from pathlib import Path
 
 from vlv_ray.config import from_dict
@@ -56,4 +57,6 @@ def test_logs_on_the_interval_the_first_step_of_a_run_and_the_last_on_rank0_only
         for step in range(3, 11):
             logger.log_step(metrics(step))
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" |")[0] for line in lines] == ["step 3/10", "step 4/10", "step 8/10", "step 10/10"]
+    assert [line.split(" |")[0].split(" ", 1)[1] for line in lines] == ["step 3/10", "step 4/10", "step 8/10",
+                                                                       "step 10/10"]
+    assert all(re.match(r"\d\d:\d\d:\d\d step ", line) for line in lines)  # a timestamp leads each line
