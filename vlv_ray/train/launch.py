@@ -112,7 +112,11 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
     ensure_ray()
     trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
-    result = trainer.fit()
+    # --- cost wiring: the driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py)
+    from vlv_ray.cost.tracker import track
+
+    with track(cfg, storage.join(absolutize(cfg.storage_path), cfg.name)):
+        result = trainer.fit()
     from vlv_ray.data.pipeline import count_rejects
 
     dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)

@@ -122,7 +122,10 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         print(f"[vlv-ray] {cfg.name}: stage {cfg.stage}, {world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
               f"{cfg.deepspeed.precision}, {n_train / 1e6:.2f}M trainable params{cache}, {where}", flush=True)
     hooks = loop_config.get("test_hooks", {})
-    started_at, run_start_step = time.time(), step
+    run_start_step = step
+    # --- cost wiring (vlv_ray/cost): dollars from the driver's live ledger; budget stop below ---
+    from vlv_ray.cost.live import LiveCost
+    cost = LiveCost(cfg, rank, world, step, state.get("cost_usd", 0.0))
     samples_per_step = cfg.global_batch_size
     while step < cfg.max_steps:
         t0 = time.perf_counter()
@@ -159,7 +162,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             "step_time_s": step_time,
             "data_wait_s": data_wait, "rejected_rows": state.get("rejected_rows", 0) + int(rejected),
             "resumed_from": run_start_step,
-            "cost_usd": _cost_so_far(cfg, state, started_at, world),
+            "cost_usd": cost.spent(),
         }
         if rank == 0 and (step % cfg.logging.every_steps == 0 or step == cfg.max_steps or step == run_start_step + 1):
             print(format_log_line(metrics, cfg.max_steps), flush=True)
@@ -173,8 +176,9 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
         if hooks.get("sigterm_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             preempt.signal_self_for_test()
         stop = preempt.requested(world)
+        over_budget = cost.over_budget(step)  # cost wiring: collective, like preempt.requested
         # Local mode (--local) is for debugging: Ray does not persist its checkpoints, so none is taken.
-        due = stop or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps
+        due = stop or over_budget or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps
         if due and loop_config.get("local"):
             ray.train.report(metrics)
         elif due:
@@ -182,10 +186,13 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
                      "config_hash": cfg.config_hash(), "world_size": world, "data": data.state(),
                      "rejected_rows": metrics["rejected_rows"]}
             checkpoint.save(engine, state, metrics, rank, cfg)
-            started_at = time.time()
         if stop:
             logger.close()
             raise preempt.Preempted(f"SIGTERM: checkpointed step {step}; Ray Train will resume from it")
+        if over_budget:  # cost wiring: a clean end (no restart); rank 0 says what was spent and how to resume
+            if rank == 0:
+                print(f"[vlv-ray] {cost.message}", flush=True)
+            break
         if hooks.get("kill_after_step") == step and rank == hooks.get("signal_rank", 0) and not resumed:
             os.kill(os.getpid(), signal.SIGKILL)  # test-only: a worker dying without warning
     logger.close()
@@ -217,12 +224,6 @@ def _sum_across_ranks(values: list[float], world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return t.tolist()
-
-
-def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> float:
-    """Dollars: worker-hours since the last checkpoint × price, plus what the ledger holds."""
-    price = cfg.cost.price_per_worker_hour_usd or 0.0
-    return state.get("cost_usd", 0.0) + (time.time() - started_at) / 3600.0 * world * price
 
 
 def format_log_line(m: dict[str, Any], max_steps: int) -> str:
