@@ -10,12 +10,10 @@ gets the warning instead and decides.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 WARN_AT = 0.8
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -25,7 +23,6 @@ class Verdict:
     budget: float
     message: str = ""
 
-
 @dataclass(frozen=True)
 class BudgetGuard:
     budget_usd: float
@@ -34,7 +31,7 @@ class BudgetGuard:
         projected = spent + max(0, max_steps - step) * usd_per_step
         b = self.budget_usd
         if step < max_steps and spent + usd_per_step >= b:
-            bigger = math.ceil(max(projected, spent) * 1.1 * 100) / 100
+            bigger = round(max(projected, spent) * 1.1, 2)
             return Verdict("stop", spent, projected, b,
                            f"budget: spent ${spent:.2f} of cost.budget_usd=${b:.2f} at step {step}/{max_steps} "
                            f"(${usd_per_step:.4f}/step, projected ${projected:.2f} for the run); checkpointed and "
