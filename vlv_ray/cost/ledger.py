@@ -44,6 +44,7 @@ class Ledger:
     run: str
     entries: dict[str, Entry] = field(default_factory=dict)  # key: f"{node_id}/{stage}"
     updated_at: float = 0.0
+    sessions: list[dict[str, float | None]] = field(default_factory=list)  # {start, stop}: when a driver metered
 
     def entry(self, node_id: str, stage: int, make) -> Entry:
         key = f"{node_id}/{stage}"
@@ -70,11 +71,12 @@ class Ledger:
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "updated_at": self.updated_at, "total_usd": self.total_usd,
-                "breakdown": self.breakdown(), "entries": {k: asdict(e) for k, e in self.entries.items()}}
+                "breakdown": self.breakdown(), "sessions": self.sessions,
+                "entries": {k: asdict(e) for k, e in self.entries.items()}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Ledger":
-        return cls(run=d["run"], updated_at=d.get("updated_at", 0.0),
+        return cls(run=d["run"], updated_at=d.get("updated_at", 0.0), sessions=d.get("sessions", []),
                    entries={k: Entry(**e) for k, e in d.get("entries", {}).items()})
 
     def save(self, run_uri: str, **kw) -> None:

@@ -34,6 +34,7 @@ class CostTracker:
 
         self.run_uri, self.kw, self.cost = run_uri, storage_kw, CostConfig(**cost)
         self.ledger = Ledger.load(run_uri, run, **storage_kw)
+        self.ledger.sessions.append({"start": time.time(), "stop": None})
         self.meter = NodeMeter(self.ledger, stage, catalog.load(self.cost.prices_csv), self.cost)
         self.lock, self.done = threading.Lock(), threading.Event()
         self._nodes = ray.nodes
@@ -69,6 +70,8 @@ class CostTracker:
     def stop(self) -> dict[str, Any]:
         self.done.set()
         self.thread.join(timeout=30)
+        with self.lock:
+            self.ledger.sessions[-1]["stop"] = time.time()
         self._poll()
         return self.snapshot()
 
