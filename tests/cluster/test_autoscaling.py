@@ -100,6 +100,7 @@ def raylet_of(head_pid: int, node_id: str) -> int:
     raise AssertionError(f"no raylet for node {node_id}")
 
 
+@pytest.mark.timeout(1800)  # two node starts and two worker-group starts: minutes on a shared 2-core machine
 def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_them(fake_cluster, tiny_dataset,
                                                                                    tmp_path):
     runs = tmp_path / "runs"
