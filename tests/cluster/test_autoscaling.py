@@ -108,7 +108,7 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
            "PYTHONPATH": str(REPO)}
     train = subprocess.Popen(
         [sys.executable, "-m", "vlv_ray.cli", "train", str(REPO / "jobs/tiny.yaml"), "name=fake",
-         f"storage_path={runs}", f"data.uri={tiny_dataset}", "max_steps=8", "scaling.num_workers=1",
+         f"storage_path={runs}", f"data.uri={tiny_dataset}", "max_steps=12", "scaling.num_workers=1",
          "scaling.accelerator_type=L40S", "checkpoint.every_steps=2", "checkpoint.max_failures=3",
          "cost.poll_s=0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
@@ -117,7 +117,7 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
     def read():
         for line in train.stdout:
             lines.append(f"{time.time() - t0:6.1f}s {line}")
-            if "step 3/8" in line:
+            if "step 3/12" in line:
                 at_step3.set()
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -125,14 +125,19 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
         assert at_step3.wait(600), "".join(lines[-40:])
         (first,) = [n for n in nodes(fake_cluster["dashboard"])
                     if n.state == "ALIVE" and n.labels.get("vlv-ray/node-type") in GPU_TYPES]
-        os.kill(raylet_of(fake_cluster["proc"].pid, first.node_id), signal.SIGKILL)  # the preemption
+        # The preemption: the node's raylet and every process on it (the training worker too) die at once.
+        raylet = raylet_of(fake_cluster["proc"].pid, first.node_id)
+        for pid in [raylet, *descendants(raylet)]:
+            os.kill(pid, signal.SIGKILL)
         assert train.wait(900) == 0, "".join(lines[-60:])
     finally:
         if train.poll() is None:
             train.kill()
     reader.join(10)
     out = "".join(lines)
-    assert "done: step 8" in out and "resuming at step" in out, out[-3000:]
+    (tmp_path / "train.log").write_text(out)
+    print("".join(x for x in lines if "[vlv-ray]" in x or "step " in x or "rror" in x))
+    assert "done: step 12" in out and "resuming at step" in out, out[-3000:]
 
     # Idle nodes go: wait for the replacement to be removed by the autoscaler.
     deadline = time.time() + 120
@@ -141,8 +146,17 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
         if len(gpu) >= 2 and all(n.state == "DEAD" for n in gpu):
             break
         time.sleep(2)
-    assert len(gpu) == 2 and all(n.state == "DEAD" for n in gpu), [(n.node_id[-5:], n.state) for n in gpu]
     monitor = next(fake_cluster["tmp"].glob("session_*/logs/monitor.log")).read_text()
+    if not (len(gpu) == 2 and all(n.state == "DEAD" for n in gpu)):
+        from ray.util.state import list_actors, list_placement_groups
+
+        pgs = list_placement_groups(address=fake_cluster["dashboard"], detail=True, raise_on_missing_output=False)
+        actors = list_actors(address=fake_cluster["dashboard"], filters=[("state", "=", "ALIVE")],
+                             raise_on_missing_output=False)
+        raise AssertionError(f"nodes {[(n.node_id[-5:], n.state) for n in gpu]}; placement groups "
+                             f"{[(p.placement_group_id[-6:], p.state, p.bundles) for p in pgs]}; alive actors "
+                             f"{[(a.class_name, a.node_id[-5:] if a.node_id else None) for a in actors]}; "
+                             f"monitor: {monitor[-2500:]}")
     second = next(n for n in gpu if n.node_id != first.node_id)
     assert f"Terminating the node with id {second.node_id}" in monitor and "(idle)" in monitor
 

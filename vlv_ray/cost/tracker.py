@@ -84,6 +84,7 @@ def track(cfg: JobConfig, run_uri: str) -> Iterator[Any]:
 
     kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
     here = ray.get_runtime_context().get_node_id()
+    _pin_ray_data_stats_actor()
     actor = ray.remote(CostTracker).options(
         name=actor_name(cfg.name), num_cpus=0, max_concurrency=4, max_restarts=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
@@ -98,3 +99,18 @@ def track(cfg: JobConfig, run_uri: str) -> Iterator[Any]:
                   f"(vlv-ray cost report {run_uri}); ledger: {ledger_uri(run_uri)}", flush=True)
         finally:
             ray.kill(actor)
+
+
+def _pin_ray_data_stats_actor() -> None:
+    """Create Ray Data's stats actor here, on the driver's node, before any worker does.
+
+    It is a detached actor pinned to the node of whoever first uses Ray Data. Created by a
+    training worker, it sits on a GPU node and keeps it from ever going idle, so the
+    autoscaler never removes that node and it is billed until someone notices (seen with
+    the fake multi-node cluster: tests/cluster/test_autoscaling.py).
+    """
+    try:
+        from ray.data._internal.stats import get_or_create_stats_actor
+    except ImportError:  # a Ray without it: nothing to pin
+        return
+    get_or_create_stats_actor()
