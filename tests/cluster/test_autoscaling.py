@@ -174,8 +174,9 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
         if n.node_id in (first.node_id, second.node_id):
             assert entry["market"] == "spot" and entry["instance_type"] in ("g6e.xlarge", "g6e.2xlarge")
             assert entry["usd_per_hour"] > 0
+    preempted = next(n for n in gpu if n.node_id == first.node_id)  # whole life inside the run
     assert led["entries"][f"{first.node_id}/1"]["seconds"] == pytest.approx(
-        first.end_time_ms / 1000 - first.start_time_ms / 1000, rel=0.10)  # the preempted node, whole life
+        (preempted.end_time_ms - preempted.start_time_ms) / 1000, rel=0.10)
     report = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "cost", "report", str(runs / "fake")],
                             capture_output=True, text=True, env=env, timeout=120)
     assert report.returncode == 0 and "on-demand" in report.stdout and "spot" in report.stdout
