@@ -27,11 +27,12 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from vlv_ray.cost.catalog import CatalogError
     from vlv_ray.data.shards import DataError
     from vlv_ray.models.export import ExportError
     from vlv_ray.storage import StorageError
 
-    return (UserError, ConfigError, DataError, StorageError, ExportError, FileNotFoundError)
+    return (UserError, ConfigError, CatalogError, DataError, StorageError, ExportError, FileNotFoundError)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -213,6 +214,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_cost_estimate(args) -> int:
+    from vlv_ray.cost import catalog, estimate
+
+    cfg = load_job(args.job, args.overrides)
+    if args.throughput is not None and args.throughput <= 0:
+        raise UserError(f"--throughput: got {args.throughput}, expected samples/s per GPU > 0")
+    cat = catalog.load(args.prices or cfg.cost.prices_csv)
+    e = estimate.estimate(cfg, cat, throughput=args.throughput, instance=args.instance,
+                          **({"results": Path(args.results)} if args.results else {}))
+    print(json.dumps(e, indent=1) if args.json else estimate.format_estimate(e))
+    return 0
+
+
+def cmd_cost_report(args) -> int:
+    from vlv_ray import storage
+    from vlv_ray.cost.ledger import Ledger, format_report, ledger_uri
+
+    kw = {"endpoint_url": args.endpoint_url, "region": args.region}
+    if not storage.exists(ledger_uri(args.run_uri), **kw):
+        raise UserError(f"{args.run_uri}: no cost ledger at {ledger_uri(args.run_uri)} (a run directory: "
+                        "<storage_path>/<name>)")
+    led = Ledger.load(args.run_uri, args.run_uri, **kw)
+    print(json.dumps(led.to_json(), indent=1) if args.json else format_report(led))
+    return 0
+
+
 def _report_result(result, cfg) -> int:
     if result.error:
         from vlv_ray.train.failure import describe
@@ -330,6 +357,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send AWS_* and WANDB_API_KEY from this shell to the job; Ray then shows them in "
                            "`ray job list`, its jobs API and the head's logs (default: the nodes' own credentials)")
     subm.set_defaults(fn=cmd_submit)
+
+    cost = sub.add_parser("cost", help="estimate a job's cost, or report what a run has cost")
+    cosub = cost.add_subparsers(dest="cost_command", required=True, metavar="SUBCOMMAND")
+    est = cosub.add_parser("estimate", help="GPU-hours, wall time, on-demand and spot dollars of JOB.yaml")
+    est.add_argument("job")
+    est.add_argument("overrides", nargs="*", metavar="key=value")
+    est.add_argument("--throughput", type=float, default=None,
+                     help="samples/s per GPU (default: measured figures in benchmarks/results.json)")
+    est.add_argument("--instance", default=None, help="instance type to price (default: cost.instance_type, "
+                     "else the cheapest)")
+    est.add_argument("--prices", default=None, help="a CSV extending/overriding the price catalog")
+    est.add_argument("--results", default=None, help="benchmark results JSON (default: benchmarks/results.json)")
+    est.add_argument("--json", action="store_true")
+    est.set_defaults(fn=cmd_cost_estimate)
+    rep = cosub.add_parser("report", help="a run's cost ledger: node type, market, node-hours, dollars")
+    rep.add_argument("run_uri", help="the run directory: <storage_path>/<name>")
+    rep.add_argument("--json", action="store_true")
+    _storage_args(rep)
+    rep.set_defaults(fn=cmd_cost_report)
 
     config = sub.add_parser("config", help="show or check job files")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

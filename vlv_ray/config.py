@@ -151,9 +151,16 @@ class LoggingConfig:
 
 @dataclass
 class CostConfig:
-    instance_type: str | None = None
-    price_per_worker_hour_usd: float | None = field(default=None, metadata=_range(0.0))  # until the cost catalog lands
+    """Dollars: the live ledger (vlv_ray/cost), the budget guard and `vlv-ray cost estimate`."""
+
+    instance_type: str | None = None  # the GPU worker's instance type, for `cost estimate` (a catalog row)
+    market: Literal["spot", "on-demand"] = "spot"  # for nodes whose labels do not say
+    region: str | None = None  # picks a catalog row where several regions list the instance type
+    prices_csv: str | None = None  # a CSV that extends/overrides vlv_ray/cost/prices.csv
+    # A node whose labels name no instance type (a laptop, CI, a plain `ray start`) costs this.
+    local_node_usd_per_hour: float = field(default=0.0, metadata=_range(0.0))
     budget_usd: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    poll_s: float = field(default=10.0, metadata=_range(0.0, lo_open=True))  # how often the ledger reads the nodes
 
 
 @dataclass

@@ -5,9 +5,11 @@ side lives in `loop.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
@@ -156,6 +158,7 @@ def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
     import ray.train
 
+    from vlv_ray.cost.tracker import track
     from vlv_ray.data.pipeline import shard_paths
     from vlv_ray.train import precheck
 
@@ -174,8 +177,12 @@ def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False):
         # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
         storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
                        **cfg.storage.options)
+        # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
+        # a --local debugging run writes no ledger.
+        metered = contextlib.nullcontext() if local else track(cfg, run_dir(cfg))
         try:
-            result = build_trainer(cfg, local=local).fit()
+            with metered:
+                result = build_trainer(cfg, local=local).fit()
         except ray.train.TrainingFailedError as e:
             from vlv_ray.train.failure import TrainingFailed, describe
 

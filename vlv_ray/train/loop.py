@@ -21,7 +21,7 @@ from vlv_ray.train import checkpoint, preempt
 from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpointer import Checkpointer
-from vlv_ray.train.cost_meter import CostMeter
+from vlv_ray.cost.live import LiveCost
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
@@ -61,7 +61,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     logger = MetricsLogger(cfg, rank, first_step=state.step)
     callbacks = Callbacks(cfg.callbacks)
     checkpointer = Checkpointer(cfg, rank, local=bool(loop_config.get("local")), callbacks=callbacks)
-    cost = CostMeter(cfg, world, state.cost_usd)
+    cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
     if rank == 0:
         _announce(cfg, stage, data, world, state, resumed, universal)
 
@@ -75,13 +75,18 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             logger.evaluate_if_due(stage, engine, out.batch, step)
             callbacks.step_end(StepEnd(step, rank, world, out.epoch, out.keys, metrics, resumed, cfg, engine))
             stop = _stop_requested(world)
-            if checkpointer.due(step, stop):
+            over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
+            if checkpointer.due(step, stop or over_budget):
                 state = TrainerState(step=step, epoch=out.epoch, cost_usd=metrics["cost_usd"],
                                      config_hash=cfg.config_hash(), world_size=world, data=data.state(),
                                      rejected_rows=metrics["rejected_rows"], extra=state.extra)
                 checkpointer.save(engine, state, metrics)
             if stop:
                 raise preempt.Preempted(f"stop requested: checkpointed step {step}; Ray Train will resume from it")
+            if over_budget:
+                if rank == 0:  # what was spent, and how to resume with a larger budget
+                    print(f"[vlv-ray] {cost.message}", flush=True)
+                break
     finally:
         callbacks.close()
         logger.close()
@@ -132,7 +137,7 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
         "samples_per_s": len(out.keys) * world / out.step_time_s, "tokens_per_s": tokens / out.step_time_s,
         "step_time_s": out.step_time_s, "data_wait_s": out.data_wait_s,
         "rejected_rows": rejected_before + int(rejected), "resumed_from": first_step,
-        "cost_usd": cost.total_usd(),
+        "cost_usd": cost.spent(),
     }
 
 

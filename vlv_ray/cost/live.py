@@ -1,0 +1,58 @@
+"""What the training loop sees of cost: dollars spent so far, and the budget stop.
+
+Rank 0 asks the driver's `CostTracker` actor; the budget decision is rank 0's and is
+shared with every rank by one all-reduce, so all ranks checkpoint and stop at the same
+step. Without a tracker (a loop started outside `launch.run`) the dollars stay at the
+total the checkpoint carried.
+"""
+from __future__ import annotations
+
+import torch
+
+from vlv_ray.config import JobConfig
+from vlv_ray.cost.budget import BudgetGuard
+from vlv_ray.cost.tracker import actor_name
+
+
+class LiveCost:
+    def __init__(self, cfg: JobConfig, rank: int, world: int, step: int, resumed_usd: float = 0.0):
+        self.rank, self.world, self.max_steps = rank, world, cfg.max_steps
+        self.guard = BudgetGuard(cfg.cost.budget_usd) if cfg.cost.budget_usd else None
+        self.actor, self.last = None, resumed_usd
+        if rank == 0:
+            import ray
+
+            try:
+                self.actor = ray.get_actor(actor_name(cfg.name))
+            except ValueError:
+                print(f"[vlv-ray] cost: no tracker for {cfg.name} (started outside `vlv-ray train`?): "
+                      "dollars stay at the checkpoint's total", flush=True)
+        self.start_step, self.start_usd = step, self.spent()
+        self.warned, self.message = False, ""
+
+    def spent(self) -> float:
+        """Dollars the run has cost so far (rank 0; other ranks see the last shared figure)."""
+        if self.actor is not None:
+            import ray
+
+            self.last = ray.get(self.actor.spent.remote(), timeout=30)
+        return self.last
+
+    def over_budget(self, step: int) -> bool:
+        """Collective when a budget is set: True on every rank once rank 0's guard says stop."""
+        if self.guard is None:
+            return False
+        stop = 0.0
+        if self.rank == 0 and step > self.start_step:
+            spent = self.spent()
+            per_step = (spent - self.start_usd) / (step - self.start_step)
+            v = self.guard.check(spent, step, self.max_steps, per_step)
+            if v.action == "warn" and not self.warned:
+                self.warned = True
+                print(f"[vlv-ray] WARNING {v.message}", flush=True)
+            if v.action == "stop":
+                stop, self.message = 1.0, v.message
+        flag = torch.tensor([stop])
+        if self.world > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
