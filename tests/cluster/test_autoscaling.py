@@ -62,6 +62,24 @@ def fake_cluster():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture
+def state_api_auth():
+    """This test reads Ray's state API in-process: token auth on for the test only, then Ray's
+    cached mode read again, so later tests still meet Ray as a user's shell does."""
+    from ray._raylet import Config
+
+    from vlv_ray.train.auth import MODE_ENV, use_token_if_available
+
+    had = os.environ.get(MODE_ENV)
+    use_token_if_available()
+    yield
+    if had is None:
+        os.environ.pop(MODE_ENV, None)
+    else:
+        os.environ[MODE_ENV] = had
+    Config.initialize("")
+
+
 def nodes(dashboard: str) -> list:
     from ray.util.state import list_nodes
 
@@ -100,8 +118,9 @@ def raylet_of(head_pid: int, node_id: str) -> int:
     raise AssertionError(f"no raylet for node {node_id}")
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(1800)  # two node starts and two worker-group starts: minutes on a shared 2-core machine
-def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_them(fake_cluster, tiny_dataset,
+def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_them(fake_cluster, state_api_auth, tiny_dataset,
                                                                                    tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "RAY_ADDRESS": fake_cluster["address"], "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",
