@@ -13,8 +13,8 @@ import torch
 
 from vlv_ray.config import JobConfig
 from vlv_ray.data.latents import vae_digest
+from vlv_ray.models import speed
 from vlv_ray.models.presets import build_stage1
-from vlv_ray.train.stages import DTYPES
 
 
 class Stage1:
@@ -33,7 +33,8 @@ class Stage1:
             self.tokenizer = CLIPTokenizer.from_pretrained(m.stable_diffusion, subfolder="tokenizer")
         self.trainable = encoder
         self.vae_digest = vae_digest(decoder.vae)  # which latent cache, if any, matches this VAE
-        self.decoder = decoder.to(device=device, dtype=DTYPES[cfg.deepspeed.precision])
+        self.decoder = decoder.to(device=device, dtype=speed.frozen_dtype(m, cfg.deepspeed.precision))
+        speed.apply(m, speed.stage1_modules(encoder, self.decoder))
 
     @staticmethod
     def collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -63,17 +63,17 @@ def build_caption_model(cfg_model, encoder, text_encoder, *, seed: int = 0) -> C
 
 class Stage2:
     def __init__(self, cfg: JobConfig, device: torch.device):
-        from vlv_ray.models import export
-        from vlv_ray.train.stages import DTYPES
+        from vlv_ray.models import export, speed
 
         kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
         encoder, decoder, self.stage1_meta = export.load_stage1(cfg.model.stage1, **kw)
         if self.stage1_meta["resolution"] != cfg.data.resolution:
             raise ValueError(f"data.resolution: got {cfg.data.resolution}, but the stage-1 export "
                              f"{cfg.model.stage1} was trained at {self.stage1_meta['resolution']}")
-        text_encoder = decoder.text_encoder.to(DTYPES[cfg.deepspeed.precision])
+        text_encoder = decoder.text_encoder.to(speed.frozen_dtype(cfg.model, cfg.deepspeed.precision))
         del decoder  # the VAE and UNet are not needed to caption
         self.trainable = build_caption_model(cfg.model, encoder, text_encoder, seed=cfg.seed)
+        speed.apply(cfg.model, speed.stage2_modules(self.trainable))
         self.trainable.captioner.max_caption_tokens = cfg.model.max_caption_tokens
         self.device = device
         self.tokenizer = self.trainable.captioner.tokenizer
