@@ -3,6 +3,7 @@ measured in the same process on the same device.
 
     python benchmarks/bench_step.py --preset paper --device cuda     # one GPU, paper sizes
     python benchmarks/bench_step.py --preset tiny --device cpu       # CPU, tiny sizes
+    python benchmarks/bench_step.py --preset paper --device meta     # FLOPs per sample only, no GPU
 
 - reference: fp32 everywhere, the VAE encode on every step, UNet gradient checkpointing
   (how the public VLV code trains stage 1).
@@ -146,7 +147,8 @@ def count_flops(loss_fn, trainable, device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        loss_fn(torch.Generator(device=device).manual_seed(0)).backward()
+        gen = None if device.type == "meta" else torch.Generator(device=device).manual_seed(0)  # meta: no RNG
+        loss_fn(gen).backward()
     for p in trainable.parameters():
         p.grad = None
     return float(counter.get_total_flops())
@@ -176,6 +178,11 @@ def measure(stage: int, name: str, cfg, device, steps: int, warmup: int, cached:
     trainable.train()
     speed.apply(cfg.model, modules, compile=False)
     flops = count_flops(loss_fn, trainable, device)
+    if device.type == "meta":  # FLOPs only: nothing runs
+        return {"bench": "step_flops", "stage": stage, "preset": cfg.model.preset, "config": name, "device": "meta",
+                "batch_size": batch, "resolution": cfg.data.resolution, "flops_per_sample": flops / batch,
+                "tokens_per_sample": n_tok or None, "date": datetime.date.today().isoformat(),
+                "command": " ".join(["python"] + sys.argv)}
     speed.compile_modules(cfg.model, modules)
     opt = MasterAdamW(trainable.parameters(), lr=1e-5, fused=device.type == "cuda")
     gen = torch.Generator(device=device)
@@ -236,11 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"data.batch_size={a.batch_size}"] if a.batch_size else []
     if not gpu:
         common.append("scaling.use_gpu=false")
+    # meta: sdpa's causal-mask shortcut reads tensor values; eager attention counts the same matmuls.
+    last = ["model.attention=eager"] if device.type == "meta" else []
     rows = []
     try:
         stages = [int(s) for s in a.stages.split(",")]
-        configs = {s: {"reference": job_config(s, a.preset, common + REFERENCE[s]),
-                       "ours": job_config(s, a.preset, common + a.ours)} for s in stages}
+        configs = {s: {"reference": job_config(s, a.preset, common + REFERENCE[s] + last),
+                       "ours": job_config(s, a.preset, common + a.ours + last)} for s in stages}
     except (ConfigError, ValueError) as e:
         print(f"bench_step: error: {e}", file=sys.stderr)
         return 2
