@@ -25,10 +25,12 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Ray 2.60 turns token auth on; give this session's head and every client here one
-# explicit token instead of whatever ~/.ray/auth_token holds.
-os.environ["RAY_AUTH_MODE"] = "token"
-os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+# Ray 2.60 turns token auth on. This session's head runs with one token; clients here find
+# it as a user's do (a token, no RAY_AUTH_MODE exported: vlv-ray turns token auth on when a
+# token is there), so the path a user takes is the one tested. Subprocesses that stand in
+# for a user get a clean environment instead (`user_env`), with the token in ~/.ray.
+RAY_TOKEN = secrets.token_hex(32)
+os.environ["RAY_AUTH_TOKEN"] = RAY_TOKEN
 # Fake credentials for the local S3 server, set before the Ray head starts so that Ray
 # workers inherit them exactly as they would a cluster's instance credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -80,6 +82,19 @@ def stop_process_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 class RayHead:
     address: str  # GCS address for ray.init
     dashboard: str  # http URL for job submission
+    temp_dir: Path  # the head's --temp-dir: its session logs live under it
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user's fresh shell: the project's venv on PATH, a HOME holding
+    the cluster's token in ~/.ray/auth_token, and nothing Ray-specific exported."""
+    (home / ".ray").mkdir(parents=True, exist_ok=True)
+    (home / ".ray" / "auth_token").write_text(RAY_TOKEN)
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+           "HOME": str(home), "LANG": "C.UTF-8", "WANDB_MODE": "disabled"}
+    if os.environ.get("PYTHONPATH"):  # a worktree's checkout shadowing the installed package
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return {**env, **extra}
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
@@ -99,7 +114,10 @@ def ray_head():
     """A real `ray start --head` with its dashboard, shared by every test that needs Ray."""
     tmp = Path(tempfile.mkdtemp(prefix="vlvray-", dir="/tmp"))  # short: unix socket paths are capped
     port, dash = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # The head is started the way the README says: the project's environment on PATH, so
+    # a job's `python` and `vlv-ray` are the project's; its token only in its own env.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
     log = tmp / "head.log"
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
@@ -109,7 +127,7 @@ def ray_head():
     try:
         _wait_port(port, proc, log)
         _wait_port(dash, proc, log)
-        yield RayHead(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}")
+        yield RayHead(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", temp_dir=tmp)
     finally:
         import ray
 

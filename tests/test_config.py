@@ -100,9 +100,27 @@ def test_redaction_and_hash():
     cfg = from_dict(minimal())
     d = cfg.to_dict()
     assert d["optim"]["lr"] == cfg.optim.lr  # nothing secret-looking is masked by accident
-    from vlv_ray.config import _redact
-    assert _redact({"aws_secret_access_key": "abc", "x": {"api_key": "k"}}) == {
-        "aws_secret_access_key": "***", "x": {"api_key": "***"}}
     # max_steps and names do not change the numerics hash; lr does.
     assert from_dict(minimal(max_steps=7, name="u")).config_hash() == cfg.config_hash()
     assert from_dict(minimal(), ["optim.lr=1e-3"]).config_hash() != cfg.config_hash()
+
+
+def test_config_show_redacts_by_value_not_by_key_name(tmp_path):
+    """A password in a URL and an environment secret pasted into a value are masked;
+    `model.max_caption_tokens` (a name with "token" in it) is shown as it is."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    secret = "sentinel-pasted-5b1e"
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret}
+    r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "config", "show", "jobs/tiny.yaml",
+                        "storage.endpoint_url=http://AKIAKEY:URLSECRET@minio.local:9000",
+                        f"storage_path=s3://bucket/{secret}/runs", "model.max_caption_tokens=123"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "URLSECRET" not in r.stdout and "AKIAKEY" not in r.stdout and secret not in r.stdout
+    assert "endpoint_url: http://***@minio.local:9000" in r.stdout
+    assert "storage_path: s3://bucket/***/runs" in r.stdout
+    assert "max_caption_tokens: 123" in r.stdout

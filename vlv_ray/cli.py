@@ -7,13 +7,16 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from vlv_ray.config import ConfigError, dump_yaml, load_job
 
+_PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EDQUOT)
 REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
@@ -70,15 +73,20 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
+    from vlv_ray import storage
     from vlv_ray.data import shards
 
     m = shards.prepare(args.src, args.dest, shard_rows=args.shard_rows, shard_bytes=int(args.shard_mb * (1 << 20)),
-                       row_group_rows=args.row_group_rows,
-                       min_side=args.min_side, max_aspect=args.max_aspect, captions=args.captions,
-                       image_column=args.image_column, key_column=args.key_column,
-                       caption_column=args.caption_column, endpoint_url=args.endpoint_url, region=args.region)
-    rejected = ", ".join(f"{k}={v}" for k, v in sorted(m.get("rejected", {}).items())) or "none"
-    print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest} (rejected: {rejected})")
+                       row_group_rows=args.row_group_rows, min_side=args.min_side, max_aspect=args.max_aspect,
+                       max_short_side=args.max_short_side, captions=args.captions, image_column=args.image_column,
+                       key_column=args.key_column, caption_column=args.caption_column, overwrite=args.overwrite,
+                       endpoint_url=args.endpoint_url, region=args.region)
+    print(f"wrote {m['rows']} rows in {len(m['shards'])} shards to {args.dest}")
+    print(f"rows with a caption: {m.get('captioned', 0)} of {m['rows']} "
+          f"(captions from {m.get('captions_from') or 'nowhere: a folder of images carries none; use --captions'})")
+    rejected = sum(m.get("rejected", {}).values())
+    where = "; keys and reasons in " + ", ".join(storage.join(args.dest, p) for p in m["rejects"]) if m.get("rejects") else ""
+    print(f"rejected: {rejected} ({shards.fmt_counts(m.get('rejected', {}))}){where}")
     return 0
 
 
@@ -87,7 +95,7 @@ def cmd_data_inspect(args) -> int:
 
     report = shards.inspect(args.uri, endpoint_url=args.endpoint_url, region=args.region)
     print(json.dumps(report, indent=1) if args.json else shards.format_inspect(report))
-    return 0
+    return 0 if report["integrity"]["ok"] else 1  # scripts must not take a damaged dataset for a good one
 
 
 def cmd_data_latents(args) -> int:
@@ -146,20 +154,22 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg = load_job(args.job, args.overrides)
-    result = launch.run(cfg, local=args.local)
-    return _report_result(result)
+    result = launch.run(cfg, local=args.local, allow_changes=args.allow_changes)
+    return _report_result(result, cfg)
 
 
 def cmd_submit(args) -> int:
     from vlv_ray.train.submit import submit
 
-    _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait)
+    _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait,
+                       forward_secrets=args.forward_secrets)
     return 0 if status in (None, "SUCCEEDED") else 1
 
 
 def cmd_demo(args) -> int:
     """The whole method in miniature on a local Ray cluster: synthetic captioned images →
     shards → stage 1 (images only) → stage 2 (captions) → reconstructions and captions."""
+    from vlv_ray import storage
     from vlv_ray.data import shards, synthetic
     from vlv_ray.infer.caption import caption
     from vlv_ray.infer.reconstruct import reconstruct
@@ -167,6 +177,7 @@ def cmd_demo(args) -> int:
 
     work = Path(args.workdir).resolve()
     images, data = work / "images", work / "data"
+    storage.check_writable(str(work))  # before minutes of work, not after
     if not images.is_dir():
         synthetic.write_images(images, n=args.images, seed=0, captions=work / "captions.jsonl")
         print(f"[demo] generated {args.images} images with captions in {images}")
@@ -178,14 +189,14 @@ def cmd_demo(args) -> int:
                                               *args.overrides])
     print(f"[demo] stage 1 (images only) {cfg.name}: {cfg.max_steps} steps, {cfg.scaling.num_workers} workers, "
           f"ZeRO-{cfg.deepspeed.zero_stage}, storage {cfg.storage_path}")
-    status = _report_result(launch.run(cfg))
+    status = _report_result(launch.run(cfg), cfg)
     if status or args.stage1_only:
         return status
     stage1 = runs / name / "export" / "stage1"
     cfg2 = load_job(REPO_JOBS / "tiny-stage2.yaml", [f"name={name}-stage2", f"data.uri={data}",
                                                       f"storage_path={runs}", f"model.stage1={stage1}"])
     print(f"[demo] stage 2 (captions) {cfg2.name}: {cfg2.max_steps} steps from {stage1}")
-    status = _report_result(launch.run(cfg2))
+    status = _report_result(launch.run(cfg2), cfg2)
     if status:
         return status
     sample = [str(p) for p in sorted(images.iterdir())[:4]]
@@ -200,9 +211,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _report_result(result) -> int:
+def _report_result(result, cfg) -> int:
     if result.error:
-        print(f"vlv-ray: error: training failed: {result.error}", file=sys.stderr)
+        from vlv_ray.train.failure import describe
+        from vlv_ray.train.launch import run_dir
+
+        line = describe(result.error, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+        print(f"vlv-ray: error: training failed: {line}", file=sys.stderr)
         return 1
     m = result.metrics or {}
     ckpt = result.checkpoint.path if result.checkpoint else "none"
@@ -241,10 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--image-column", default=None, help="parquet sources: the image-bytes column "
                       "(default: the first of image, jpg, png, bytes, img; HF {bytes, path} structs work)")
     prep.add_argument("--key-column", default=None, help="parquet sources: the key column (default: key, else file/row)")
-    prep.add_argument("--caption-column", default=None, help="parquet sources: the caption column (default: caption)")
+    prep.add_argument("--caption-column", default=None,
+                      help="parquet sources: the caption column (default: the first of caption, text, TEXT, txt)")
     prep.add_argument("--min-side", type=int, default=0, help="reject images whose shorter side is below PX")
     prep.add_argument("--max-aspect", type=float, default=None, help="reject aspect ratios beyond R or 1/R")
     prep.add_argument("--captions", default=None, help="JSONL {key, caption} or CSV key,caption")
+    prep.add_argument("--max-short-side", type=int, default=None, metavar="PX",
+                      help="re-encode (JPEG) images whose shorter side exceeds PX to PX, once, so every epoch "
+                           "decodes a small image; original sizes are kept in orig_width/orig_height")
+    prep.add_argument("--overwrite", action="store_true",
+                      help="replace a dataset in DEST that was prepared from another source")
     _storage_args(prep)
     prep.set_defaults(fn=cmd_data_prepare)
     insp = dsub.add_parser("inspect", help="shards, rows, bytes, rejects and integrity of a dataset")
@@ -293,14 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
     train.add_argument("--local", action="store_true",
                        help="debug: run the loop in this process (Ray Train local mode; checkpoints are not persisted)")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="resume although settings differ from the checkpoint's (recorded in <run>/history.jsonl)")
     train.set_defaults(fn=cmd_train)
 
-    subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster with `ray job submit`")
-    subm.add_argument("job", help="a job file inside the project, e.g. jobs/stage1-paper.yaml")
+    subm = sub.add_parser("submit", help="submit JOB.yaml to a Ray cluster; the current directory is uploaded")
+    subm.add_argument("job", help="a job file inside the current directory, e.g. jobs/stage1-paper.yaml")
     subm.add_argument("overrides", nargs="*", metavar="key=value")
     subm.add_argument("--address", default=None,
                       help="the cluster's dashboard, e.g. http://head:8265 (default: $RAY_API_SERVER_ADDRESS)")
     subm.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
+    subm.add_argument("--forward-secrets", action="store_true",
+                      help="send AWS_* and WANDB_API_KEY from this shell to the job; Ray then shows them in "
+                           "`ray job list`, its jobs API and the head's logs (default: the nodes' own credentials)")
     subm.set_defaults(fn=cmd_submit)
 
     config = sub.add_parser("config", help="show or check job files")
@@ -319,12 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlv_ray.train.failure import TrainingFailed
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except _user_errors() as e:
         msg = str(e) if not isinstance(e, FileNotFoundError) else f"{e.filename}: no such file or directory"
         print(f"vlv-ray: error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
+        return 2
+    except TrainingFailed as e:  # not bad input: exit 1, but one line all the same
+        print(f"vlv-ray: error: training failed: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A path the user named that cannot be written or read as asked (read-only, not a
+        # directory, no space): theirs to fix. Other OS errors keep their traceback.
+        if e.filename is None or e.errno not in _PATH_ERRNOS:
+            raise
+        print(f"vlv-ray: error: {e.filename}: {e.strerror or os.strerror(e.errno)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vlv-ray: interrupted", file=sys.stderr)

@@ -6,7 +6,8 @@ message names the key, the value and what is allowed. Dotted overrides on the co
 line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
 
 Secrets never live here: storage credentials and `WANDB_API_KEY` come from the
-environment only, and `to_dict(redact=True)` masks anything that looks like one anyway.
+environment only, and `to_dict(redact=True)` masks secret values anyway (URL passwords,
+environment secrets pasted into a value).
 """
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
     accelerator_type: str | None = None  # e.g. "A100", "L4" (Ray accelerator type)
+    # How long the driver waits for the cluster to place every worker before it gives up
+    # with one line (an autoscaling cluster may need minutes to add nodes).
+    placement_timeout_s: float = field(default=300.0, metadata=_range(0.0, lo_open=True))
 
 
 @dataclass
@@ -120,6 +124,8 @@ class CheckpointConfig:
     every_steps: int = field(default=1000, metadata=_range(1))
     keep_last: int = field(default=3, metadata=_range(1))
     max_failures: int = field(default=3, metadata=_range(-1))  # Ray Train restarts; -1 = forever
+    # A run's lease (<run>/_LEASE.json) is stale, and taken over, after this long without a heartbeat.
+    lease_timeout_s: float = field(default=120.0, metadata=_range(3.0))
 
 
 @dataclass
@@ -198,34 +204,42 @@ class JobConfig:
         d = dataclasses.asdict(self)
         return _redact(d) if redact else d
 
-    def config_hash(self) -> str:
-        """Hash of what determines the numerics, stored in checkpoints.
+    def numerics(self) -> dict[str, Any]:
+        """The settings that determine the numerics; stored in checkpoints beside their hash.
 
         Names, logging and max_steps are left out: extending a run (more steps) is a resume,
-        not a different job.
+        not a different job. So is scaling: a resize resumes through a universal checkpoint.
+        Storage is left out too (and with it any credentials in an endpoint URL).
         """
         d = self.to_dict(redact=False)
-        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage"):
+        for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling"):
             d.pop(k, None)
-        for k in SPEED_ONLY_KEYS:  # how the maths runs, not what it is: hashes stay as they were
+        for k in SPEED_ONLY_KEYS:  # how the maths runs, not what it is: a resume may change them
             d["model"].pop(k, None)
-        if d["model"].get("frozen_dtype") == "auto":
+        if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
             d["model"].pop("frozen_dtype")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Model keys that change speed and memory only (up to floating-point rounding order).
 SPEED_ONLY_KEYS = ("attention", "gradient_checkpointing", "channels_last", "compile")
 
-_SECRET_WORDS = ("secret", "token", "password", "api_key", "access_key", "credential")
-
 
 def _redact(d: Any) -> Any:
+    """Mask secrets by value, never by key name: no field of a job holds a secret (credentials
+    come from the environment), but a value can carry one: a URL with `user:password@`
+    (`storage.endpoint_url`, `storage_path`), or a secret from the environment pasted in."""
     if isinstance(d, dict):
-        return {
-            k: ("***" if v is not None and any(w in k.lower() for w in _SECRET_WORDS) else _redact(v))
-            for k, v in d.items()
-        }
+        return {k: _redact(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_redact(v) for v in d]
+    if isinstance(d, str):
+        from vlv_ray.storage import redact
+
+        return redact(d)
     return d
 
 

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import posixpath
+import re
 import sys
 import time
 import uuid
@@ -22,7 +23,14 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 SCHEMES = ("local path", "file://", "s3://", "gs://")
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
+# Environment variables that hold credentials: never written to a file, never logged, not
+# forwarded to Ray jobs unless asked. GOOGLE_APPLICATION_CREDENTIALS names a key file (or,
+# in some CI, holds the JSON inline); `redact` masks the secret fields inside it.
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
+              "GOOGLE_APPLICATION_CREDENTIALS")
+_GCP_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+# `scheme://user:password@host`: credentials embedded in a URL (an endpoint, a proxy).
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 # Fields of a GCP credentials JSON that must never reach a log.
 GCP_SECRET_FIELDS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
@@ -161,11 +169,21 @@ def write_bytes_atomic(uri: str, data: bytes, **kw) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass  # the first error (read-only, no space) is the one to report
             raise
         return
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def probe_writable(uri: str, **kw) -> None:
+    """Write and delete a small object beside `uri`: fail before the work, not after it."""
+    probe = f"{uri}.probe-{uuid.uuid4().hex[:8]}"
+    write_bytes_atomic(probe, b"", **kw)
+    delete(probe, **kw)
 
 
 def delete(uri: str, **kw) -> None:
@@ -175,6 +193,34 @@ def delete(uri: str, **kw) -> None:
         fs.delete_file(path)
     except FileNotFoundError:
         pass
+
+
+def check_writable(uri: str, **kw) -> None:
+    """StorageError naming `uri` unless a file can be created there (the folder is made if
+    missing). Commands call this before hours of work, not after: a probe object is written
+    and deleted, which is the one test that means the same on a disk, S3 and GCS."""
+    probe = join(uri, f".vlv-write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes_atomic(probe, b"", **kw)
+        delete(probe, **kw)
+    except OSError as e:
+        why = e.strerror or redact(str(e)).splitlines()[0][:200] or type(e).__name__
+        raise StorageError(f"{uri}: not writable ({why})") from None
+
+
+_TEMP_SUFFIX = re.compile(r"\.tmp-[0-9a-f]{8}$")  # what write_bytes_atomic names its temporary files
+
+
+def remove_temp_files(uri: str, **kw) -> int:
+    """Delete the temporary files a killed `write_bytes_atomic` left directly under `uri` (a
+    local folder; object stores never hold one); return how many."""
+    fs, path = resolve(uri, **kw)
+    if not isinstance(fs, pafs.LocalFileSystem) or not Path(path).is_dir():
+        return 0
+    stale = [p for p in Path(path).iterdir() if p.is_file() and _TEMP_SUFFIX.search(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read_json(uri: str, **kw) -> Any:
@@ -196,19 +242,19 @@ def list_files(uri: str, suffix: str = "", **kw) -> list[str]:
 
 
 def redact(text: str) -> str:
-    """Mask secret values from the environment wherever they appear in `text`.
+    """Mask secret values from the environment, and a URL's `user:password@`, in `text`.
 
     Covers the AWS and wandb keys, and the secret fields of the GCP credentials file
     that GOOGLE_APPLICATION_CREDENTIALS points at (or holds inline, as some CI does).
     """
-    secrets = [os.environ.get(name) for name in SECRET_ENV]
-    gcp = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    secrets = [os.environ.get(name) for name in SECRET_ENV if name != _GCP_ENV]
+    gcp = os.environ.get(_GCP_ENV)
     if gcp:
         secrets += _gcp_secrets(gcp, _mtime(gcp))
     # Longest first, so a secret that contains another is masked whole.
     for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(value, "***")
-    return text
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
 
 
 def _mtime(path: str) -> float:

@@ -31,7 +31,12 @@ def test_corrupt_and_filtered_images_are_rejected_and_counted(tmp_path):
     assert m["rejected"] == {"corrupt": 3, "aspect": 1, "too_small": 1} and m["rows"] == 6
     keys = {r["key"] for r in shards.iter_rows(str(tmp_path / "ds"))}
     assert not any(k.startswith("broken") for k in keys) and "tall" not in keys and "tiny" not in keys
-    assert m["filters"] == {"min_side": 30, "max_aspect": 2.0, "captions": False}
+    assert m["filters"] == {"min_side": 30, "max_aspect": 2.0}
+    # Every rejected item is named with its reason next to the manifest (issue 14).
+    lines = [json.loads(x) for f in m["rejects"] for x in (tmp_path / "ds" / f).read_text().splitlines()]
+    assert sorted((r["key"], r["reason"]) for r in lines) == sorted(
+        [(f"broken-{i:03d}", "corrupt") for i in range(3)] + [("tall", "aspect"), ("tiny", "too_small")])
+    assert all(r["source"].endswith((".png", ".jpg")) for r in lines)
 
 
 def test_captions_from_jsonl_and_csv(tmp_path):
@@ -192,7 +197,8 @@ def test_inspect_table_and_row_count_check(tmp_path):
     table = shards.format_inspect(r).splitlines()
     assert table[1].split() == ["shard", "rows", "MB", "status"]
     assert table[2].split()[:2] == ["shard-00000.parquet", "3"] and table[2].endswith("ok")
-    assert "rejected: corrupt=1" in table and "integrity: FAILED (1 shards)" in table
+    assert any(x.startswith("rejected: corrupt=1; keys and reasons in ") for x in table)
+    assert "integrity: FAILED (1 shards)" in table
     folded = shards.format_inspect(r, max_rows=1)  # the problem shard stays, the ok one folds
     assert "shard-00001.parquet" in folded and "shard-00002" not in folded and "… 1 more shards, all ok" in folded
 
@@ -233,3 +239,140 @@ def test_shards_close_at_the_byte_target_by_default(tmp_path):
     assert all(s["rows"] <= 5 for s in m["shards"])
     with pytest.raises(shards.DataError, match="--shard-mb: got 0, expected at least 1"):
         shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), shard_bytes=0)
+
+
+# ---------------------------------------------------------------------------- as a user meets it: the CLI
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def vlv(*args, timeout=120):
+    """`vlv-ray ARGS` in a subprocess, as a user's shell runs it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
+    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vlv-ray: error: "), r.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_cli_summary_names_the_rejected_keys_file(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=5, seed=0, corrupt=2)
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("rejected: 2 (corrupt=2); keys and reasons in "))
+    path = line.split("keys and reasons in ")[1]
+    assert [json.loads(x)["key"] for x in open(path)] == ["broken-000", "broken-001"]
+    assert "rows with a caption: 0 of 5 (captions from nowhere" in r.stdout
+
+
+def test_prepare_into_an_unwritable_destination_fails_before_reading_images(tmp_path, s3_bucket):
+    endpoint, bucket = s3_bucket
+    synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    (tmp_path / "file").write_text("not a folder")
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "file" / "ds", "--shard-rows", "2")
+    one_line_error(r, str(tmp_path / "file" / "ds"), "not writable")
+    assert "[prepare]" not in r.stdout + r.stderr  # no shard was made first
+    r = vlv("data", "prepare", tmp_path / "img", "s3://no-such-bucket-here/ds", "--endpoint-url", endpoint)
+    one_line_error(r, "s3://no-such-bucket-here/ds: not writable")
+
+
+def test_demo_into_an_unwritable_workdir_fails_before_generating_images(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    r = vlv("demo", "--workdir", tmp_path / "file" / "demo")
+    one_line_error(r, "not writable")
+    assert "[demo]" not in r.stdout
+
+
+def test_prepare_of_another_source_refuses_without_overwrite(tmp_path):
+    synthetic.write_images(tmp_path / "a", n=9, seed=0)
+    synthetic.write_images(tmp_path / "b", n=3, seed=1)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "a", ds, "--shard-rows", "3").returncode == 0
+    r = vlv("data", "prepare", tmp_path / "b", ds, "--shard-rows", "3")
+    one_line_error(r, str(ds), f"prepared from {tmp_path / 'a'}", "--overwrite")
+    assert shards.inspect(str(ds))["rows"] == 9 and vlv("data", "inspect", ds).returncode == 0
+    r = vlv("data", "prepare", tmp_path / "b", ds, "--shard-rows", "3", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    m = shards.load_manifest(str(ds))
+    assert m["rows"] == 3 and m["src"] == str(tmp_path / "b")
+    # The old dataset's three shards are gone, not left as orphans beside the new one.
+    assert sorted(p.name for p in ds.glob("*.parquet")) == [s["path"] for s in m["shards"]]
+
+
+def test_a_failed_prepare_leaves_the_existing_dataset_intact(tmp_path):
+    paths = synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "2").returncode == 0
+    before = (ds / "manifest.json").read_bytes()
+    for p in paths:  # the source is now unusable: every image will be rejected
+        p.write_bytes(b"\xff\xd8\xff broken")
+    r = vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "2")
+    one_line_error(r, "every image was rejected (corrupt=6)", f"{ds} is unchanged", "keys and reasons in")
+    assert (ds / "manifest.json").read_bytes() == before
+    assert vlv("data", "inspect", ds).returncode == 0 and shards.inspect(str(ds))["rows"] == 6
+
+
+def test_inspect_exits_nonzero_and_prepare_rebuilds_a_tampered_shard(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=6, seed=0)
+    ds = tmp_path / "ds"
+    assert vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "3").returncode == 0
+    p = ds / "shard-00001.parquet"
+    data = bytearray(p.read_bytes())
+    data[100] ^= 0xFF  # same size, different bytes: a size check cannot see it
+    p.write_bytes(bytes(data))
+    r = vlv("data", "inspect", ds)
+    assert r.returncode == 1 and "integrity: FAILED (1 shards)" in r.stdout
+    r = vlv("data", "prepare", tmp_path / "img", ds, "--shard-rows", "3")
+    assert r.returncode == 0 and "up to date" not in r.stderr
+    assert "shard-00001.parquet: sha256 mismatch; rebuilding" in r.stderr
+    assert vlv("data", "inspect", ds).returncode == 0
+
+
+def test_leftover_temp_files_of_a_killed_prepare_are_removed(tmp_path):
+    synthetic.write_images(tmp_path / "img", n=4, seed=0)
+    (tmp_path / "ds").mkdir()
+    leftover = tmp_path / "ds" / "shard-00000.parquet.tmp-0a1b2c3d"
+    leftover.write_bytes(b"half a shard")
+    r = vlv("data", "prepare", tmp_path / "img", tmp_path / "ds")
+    assert r.returncode == 0 and "removed 1 temporary files left by an interrupted run" in r.stderr
+    assert not leftover.exists()
+
+
+def test_max_short_side_reencodes_large_images_once_and_records_the_original_size(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vlv_ray.data.decode import decode_image
+
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    big.save(tmp_path / "img" / "big.jpg", quality=90)
+    big.convert("RGBA").save(tmp_path / "img" / "png-named-jpg.jpg", "PNG")  # web crawls hold these
+    small = tmp_path / "img" / "small.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(small)
+    m = shards.prepare(str(tmp_path / "img"), str(tmp_path / "ds"), max_short_side=48, progress=False)
+    rows = {r["key"]: r for r in shards.iter_rows(str(tmp_path / "ds"))}
+    for key in ("big", "png-named-jpg"):
+        r = rows[key]
+        assert (r["width"], r["height"], r["orig_width"], r["orig_height"]) == (64, 48, 120, 90)
+        assert Image.open(io.BytesIO(r["image"])).format == "JPEG"
+        # What training sees is close to decoding the original (Lanczos once, then a crop).
+        a = decode_image(r["image"], 32).astype(int)
+        b = decode_image((tmp_path / "img" / "big.jpg").read_bytes(), 32).astype(int)
+        assert np.abs(a - b).mean() < 25
+    assert rows["small"]["image"] == small.read_bytes()  # already small enough: the original bytes
+    assert m["max_short_side"] == 48 and "re-encoded to it" in shards.format_inspect(shards.inspect(str(tmp_path / "ds")))
+    with pytest.raises(shards.DataError, match="--max-short-side: got 4, expected at least 8"):
+        shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), max_short_side=4)

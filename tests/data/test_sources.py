@@ -177,3 +177,72 @@ def test_folder_and_tar_sources_on_s3(tmp_path, s3_bucket):
     assert rows("b") == rows("a") and rows("a")[0][0] == "sub/img-00000"
     tar = shards.prepare(f"s3://{bucket}/tars", str(tmp_path / "c"), progress=False, endpoint_url=endpoint)
     assert tar["source"] == "tar" and [img for _, img in rows("c")] == [img for _, img in rows("a")]
+
+
+def test_hf_structs_holding_only_a_path_are_read_from_it(tmp_path, s3_bucket):
+    from test_shards import vlv
+
+    from vlv_ray import storage
+
+    endpoint, bucket = s3_bucket
+    paths = synthetic.write_images(tmp_path / "hf" / "images", n=3, seed=2)
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    # As `datasets` writes images it opened from files: bytes null, path relative or absolute.
+    rows = [{"bytes": None, "path": f"images/{paths[0].name}"}, {"bytes": None, "path": str(paths[1])},
+            {"bytes": None, "path": "images/gone.png"}]
+    pq.write_table(pa.table({"image": pa.array(rows, struct), "text": ["zero", "one", "two"]}),
+                   tmp_path / "hf" / "train.parquet")
+    r = vlv("data", "prepare", tmp_path / "hf" / "train.parquet", tmp_path / "ds")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 2 rows" in r.stdout and "rejected: 1 (unreadable=1)" in r.stdout
+    got = {x["key"]: x for x in shards.iter_rows(str(tmp_path / "ds"))}
+    assert got["train/0"]["image"] == paths[0].read_bytes() and got["train/1"]["image"] == paths[1].read_bytes()
+    assert got["train/0"]["caption"] == "zero"
+    # The same dataset in object storage: relative paths resolve against the parquet's URI.
+    for p in (tmp_path / "hf").rglob("*.*"):
+        storage.write_bytes_atomic(f"s3://{bucket}/hf/{p.relative_to(tmp_path / 'hf')}", p.read_bytes(),
+                                   endpoint_url=endpoint)
+    first = paths[0].read_bytes()
+    paths[0].unlink()  # so row 0 can only come from the bucket
+    m = shards.prepare(f"s3://{bucket}/hf/train.parquet", str(tmp_path / "ds3"), progress=False, endpoint_url=endpoint)
+    assert m["rows"] == 2 and m["rejected"] == {"unreadable": 1}
+    assert next(shards.iter_rows(str(tmp_path / "ds3")))["image"] == first
+
+
+def test_usual_caption_column_names_are_detected_and_named(tmp_path):
+    from test_shards import vlv
+
+    imgs = _images(tmp_path, 3)
+    pq.write_table(pa.table({"image": imgs, "text": ["one", None, "three"], "url": ["a", "b", "c"]}),
+                   tmp_path / "hf.parquet")
+    r = vlv("data", "prepare", tmp_path / "hf.parquet", tmp_path / "ds")
+    assert r.returncode == 0, r.stderr
+    assert ("rows with a caption: 2 of 3 (captions from column 'text' of hf.parquet (columns: image, text, url))"
+            in r.stdout)
+    r = vlv("data", "inspect", tmp_path / "ds")
+    assert r.returncode == 0 and "rows with a caption: 2 of 3 (captions from column 'text'" in r.stdout
+    assert "captions=" not in r.stdout and "image filters: max_aspect=none, min_side=0" in r.stdout
+    pq.write_table(pa.table({"image": imgs, "url": ["a", "b", "c"]}), tmp_path / "bare.parquet")
+    r = vlv("data", "prepare", tmp_path / "bare.parquet", tmp_path / "ds2")
+    assert "rows with a caption: 0 of 3 (captions from no column of bare.parquet (columns: image, url))" in r.stdout
+
+
+def test_a_prepare_that_breaks_mid_way_leaves_the_existing_dataset_intact(tmp_path):
+    imgs = _images(tmp_path, 6) + _images(tmp_path, 3, seed=5)
+    (tmp_path / "tars").mkdir()
+    for t in range(2):
+        write_tar(tmp_path / "tars" / f"{t:05d}.tar", [(f"{t}/{i}.png", imgs[3 * t + i]) for i in range(3)])
+    ds = str(tmp_path / "ds")
+    shards.prepare(str(tmp_path / "tars"), ds, shard_rows=2, progress=False)
+    before = (tmp_path / "ds" / "manifest.json").read_bytes()
+    # New images in the first tar (new shard bytes), and the second cut short: shards get written, then it fails.
+    write_tar(tmp_path / "tars" / "00000.tar", [(f"0/{i}.png", imgs[6 + i]) for i in range(3)])
+    whole = (tmp_path / "tars" / "00001.tar").read_bytes()
+    with tarfile.open(tmp_path / "tars" / "00001.tar") as t:
+        last = t.getmembers()[-1]
+    (tmp_path / "tars" / "00001.tar").write_bytes(whole[: last.offset_data + last.size // 2])
+    with pytest.raises(shards.DataError, match=r"00001\.tar: not a readable tar file"):
+        shards.prepare(str(tmp_path / "tars"), ds, shard_rows=2, progress=False)
+    assert (tmp_path / "ds" / "manifest.json").read_bytes() == before
+    assert shards.inspect(ds)["integrity"]["ok"]
+    assert [r["image"] for r in shards.iter_rows(ds)] == imgs[:6]

@@ -1,39 +1,159 @@
-"""`vlv-ray submit` against a real local Ray head: the job runs and its checkpoint lands."""
-import os
+"""Submitting to a real local Ray head, from a user's shell: a clean environment with the
+cluster's token in ~/.ray/auth_token and no RAY_AUTH_MODE exported, the user's own project
+directory as the working dir, and sentinel secrets that must not reach Ray's job records."""
+import shutil
 import subprocess
-import sys
+import urllib.request
 from pathlib import Path
 
+from conftest import RAY_TOKEN, free_port, user_env  # tests/ is on sys.path: its conftest.py is there
+
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "not-a-real-secret-7f3a9c"
+SENTINELS = {"AWS_ACCESS_KEY_ID": "AKIASENTINEL7f3a9c", "AWS_SECRET_ACCESS_KEY": "secret-sentinel-7f3a9c",
+             "WANDB_API_KEY": "wandb-sentinel-7f3a9c"}
 
 
-def test_submit_runs_the_tiny_job_and_keeps_secrets_out_of_logs(ray_head, tiny_dataset, tmp_path):
-    runs = tmp_path / "runs"
-    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "WANDB_API_KEY": SECRET}
+def _project(tmp_path: Path) -> Path:
+    """A user's directory: their job file and runtime env, none of the repo's code."""
+    proj = tmp_path / "my-project"
+    (proj / "jobs").mkdir(parents=True)
+    for name in ("tiny.yaml", "runtime_env.yaml"):
+        shutil.copy(REPO / "jobs" / name, proj / "jobs" / name)
+    return proj
+
+
+def _sh(cmd: str, *, cwd: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    """A command line as the user types it into bash."""
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _api(url: str) -> str:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {RAY_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.read().decode()
+
+
+def _where_ray_keeps(value: str, head, job_id: str, *, cwd: Path, env: dict) -> list[str]:
+    """The places among `ray job list`, the jobs API and the head's files that hold `value`."""
+    found = []
+    listing = _sh(f"RAY_AUTH_MODE=token ray job list --address {head.dashboard}", cwd=cwd, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert job_id in listing.stdout  # the listing is the real one
+    if value in listing.stdout + listing.stderr:
+        found.append("ray job list")
+    jobs = _api(f"{head.dashboard}/api/jobs/")
+    assert job_id in jobs
+    if value in jobs:
+        found.append("/api/jobs/")
+    if value in _api(f"{head.dashboard}/api/jobs/{job_id}"):
+        found.append(f"/api/jobs/{job_id}")
+    needle = value.encode()
+    for f in head.temp_dir.rglob("*"):
+        try:
+            if f.is_file() and not f.is_symlink() and needle in f.read_bytes():
+                found.append(str(f.relative_to(head.temp_dir)))
+        except OSError:  # sockets, files rotated away while reading
+            continue
+    return found
+
+
+def test_submit_from_a_users_shell_runs_the_job_and_forwards_no_secret(ray_head, tiny_dataset, tmp_path):
+    proj, runs = _project(tmp_path), tmp_path / "runs"
+    env = user_env(tmp_path / "home", **SENTINELS)
     r = subprocess.run(
-        [sys.executable, "-m", "vlv_ray.cli", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}",
-         f"storage_path={runs}", "name=submitted", "max_steps=3", "checkpoint.every_steps=3",
-         "--address", ray_head.dashboard, "--wait"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        ["vlv-ray", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}",
+         "name=submitted", "max_steps=3", "checkpoint.every_steps=3", "--address", ray_head.dashboard, "--wait"],
+        cwd=proj, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     job_id = r.stdout.split("submitted submitted as ")[1].split()[0]
-    assert f"{job_id}: SUCCEEDED" in r.stdout and "ray job logs --follow" in r.stdout
+    assert f"{job_id}: SUCCEEDED" in r.stdout
     assert (runs / "submitted" / "step-00000003" / "trainer_state.json").is_file()
+    assert "vlv-ray: not forwarding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, WANDB_API_KEY" in r.stderr
 
-    from ray.job_submission import JobSubmissionClient
+    # The printed hint works when pasted into the same shell (minus --follow: the job is done).
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("follow logs: "))
+    logs = _sh(hint.removeprefix("follow logs: ").replace(" --follow", ""), cwd=proj, env=env, timeout=120)
+    assert logs.returncode == 0, logs.stderr[-2000:]
+    assert "step 3/3 |" in logs.stdout  # the loop's log line reached the job's logs
 
-    logs = JobSubmissionClient(ray_head.dashboard).get_job_logs(job_id)
-    assert "step 3/3" in logs  # the loop's log line reached the job's logs
-    assert SECRET not in logs and SECRET not in r.stdout + r.stderr
+    for value in SENTINELS.values():
+        assert value not in r.stdout + r.stderr + logs.stdout
+        assert _where_ray_keeps(value, ray_head, job_id, cwd=proj, env=env) == []
+
+
+def test_forward_secrets_is_explicit_and_says_where_they_show(ray_head, tiny_dataset, tmp_path):
+    """With --forward-secrets the value does land in Ray's records: the warning is true,
+    and the search above would find a leak."""
+    proj = _project(tmp_path)
+    forwarded = "forwarded-sentinel-2d4e"
+    env = user_env(tmp_path / "home", WANDB_API_KEY=forwarded)
+    r = subprocess.run(
+        ["vlv-ray", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}",
+         "name=forwarded", "--address", ray_head.dashboard, "--forward-secrets"],
+        cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    job_id = r.stdout.split("submitted forwarded as ")[1].split()[0]
+    stop = _sh(f"RAY_AUTH_MODE=token ray job stop --address {ray_head.dashboard} {job_id}", cwd=proj, env=env,
+               timeout=300)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    warning = [line for line in r.stderr.splitlines() if line.startswith("vlv-ray: warning: forwarding WANDB_API_KEY")]
+    assert len(warning) == 1 and "`ray job list`" in warning[0] and "runtime_env_agent.log" in warning[0]
+    places = _where_ray_keeps(forwarded, ray_head, job_id, cwd=proj, env=env)
+    assert "ray job list" in places and f"/api/jobs/{job_id}" in places, places
+
+
+def test_rays_own_job_submit_as_the_readme_says(ray_head, tiny_dataset, tmp_path):
+    proj, runs = _project(tmp_path), tmp_path / "runs"
+    env = user_env(tmp_path / "home")
+    cmd = (f"RAY_AUTH_MODE=token ray job submit --address {ray_head.dashboard} --working-dir . "
+           f"--runtime-env jobs/runtime_env.yaml -- vlv-ray train jobs/tiny.yaml "
+           f"data.uri={tiny_dataset} storage_path={runs} name=raysubmit max_steps=3 checkpoint.every_steps=3")
+    r = _sh(cmd, cwd=proj, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "succeeded" in r.stdout.lower() and "step 3/3 |" in r.stdout
+    assert (runs / "raysubmit" / "step-00000003" / "trainer_state.json").is_file()
+
+
+def test_submit_to_an_unreachable_address_is_one_line(tmp_path):
+    proj = _project(tmp_path)
+    address = f"http://127.0.0.1:{free_port()}"
+    r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml", "--address", address], cwd=proj,
+                       env=user_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"vlv-ray: error: --address {address}: no Ray dashboard answered; expected the head's dashboard, "
+        "e.g. http://HEAD:8265, with the cluster running"]
+
+
+def test_submit_refuses_a_job_file_outside_the_uploaded_directory(tmp_path):
+    proj = _project(tmp_path)
+    r = subprocess.run(["vlv-ray", "submit", str(REPO / "jobs" / "tiny.yaml"), "--address", "http://127.0.0.1:1"],
+                       cwd=proj, env=user_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "must be inside the current directory" in r.stderr and str(proj) in r.stderr
 
 
 def test_submit_refuses_secrets_written_in_runtime_env(tmp_path):
+    import pytest
+
     from vlv_ray.config import ConfigError
     from vlv_ray.train.submit import runtime_env
 
     bad = tmp_path / "runtime_env.yaml"
     bad.write_text("env_vars:\n  WANDB_API_KEY: abc\n")
-    import pytest
     with pytest.raises(ConfigError, match="WANDB_API_KEY must not be written in a file"):
         runtime_env(bad)
+
+
+def test_runtime_env_uploads_the_current_directory_with_its_excludes(tmp_path, monkeypatch):
+    from vlv_ray.train.submit import runtime_env
+
+    proj = _project(tmp_path)
+    monkeypatch.chdir(proj)
+    for k, v in SENTINELS.items():
+        monkeypatch.setenv(k, v)
+    env = runtime_env()
+    assert env["working_dir"] == str(proj) and ".venv/" in env["excludes"]
+    assert not set(SENTINELS) & set(env["env_vars"])
+    forwarded = runtime_env(forward_secrets=True)["env_vars"]
+    assert {k: forwarded[k] for k in SENTINELS} == SENTINELS

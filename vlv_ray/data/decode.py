@@ -28,7 +28,7 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -62,7 +62,7 @@ def decode_image(data: bytes, resolution: int, max_pixels: int = MAX_PIXELS) -> 
             im = ImageOps.exif_transpose(im)
         except Exception:
             im.load()  # a malformed EXIF block: keep the pixels, unrotated, rather than lose the row
-        im = _to_rgb(im)
+        im = to_rgb(im)
         w, h = im.size
         # Resize only the centre square (resize's `box`): cropping first saves the work
         # of resampling pixels that the crop would throw away. Bilinear with Pillow's

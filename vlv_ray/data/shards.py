@@ -1,152 +1,64 @@
-"""Sharded image parquet: `data prepare` writes it, `data inspect` checks it.
+"""Sharded image parquet: `data prepare` writes it (reading and checking: `manifest.py`).
 
-A dataset is a folder (any storage URI) of `shard-00000.parquet`, … plus `manifest.json`.
-Readers trust only the manifest, and the manifest is written last, so a half-written
-shard is never read. While preparing, each shard is written under its final name, read
-back and hashed, then recorded in `_progress.json`; a re-run after a crash reuses every
-recorded shard whose bytes still hash the same and continues from the next source file.
-The final manifest replaces `_progress.json`.
+A dataset is a folder (any storage URI) of `shard-00000.parquet`, … plus `manifest.json`
+and `rejects/` (every rejected item's key and reason). Readers trust only the manifest,
+and the manifest is written last, so a half-written shard is never read. While
+preparing, each shard is written, read back and hashed, then recorded in
+`_progress.json`; a re-run after a crash reuses every recorded shard whose bytes still
+hash the same and continues from the next source item.
+
+An existing dataset survives every prepare that does not finish: new shards never take
+the names of the shards its manifest lists, and its manifest is replaced only by a
+complete one. A dataset from another source is replaced only with `overwrite=True`.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 import sys
 import time
-from typing import Any, Iterator, TypedDict
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from PIL import Image
 
 from vlv_ray import storage
 from vlv_ray.data import sources
-from vlv_ray.data.decode import MAX_PIXELS
+from vlv_ray.data.captions import load_captions
+from vlv_ray.data.images import bound_short_side, check_image
+from vlv_ray.data.manifest import (MANIFEST, PROGRESS, REJECTS_DIR, SCHEMA_VERSION, DataError, Manifest,
+                                   ShardRecord, fmt_counts, format_inspect, inspect, iter_rows,
+                                   load_manifest, shard_problems, shard_uris)
 
-SCHEMA_VERSION = 1
+__all__ = ["prepare", "check_image", "load_captions", "DataError", "Manifest", "load_manifest", "shard_uris",
+           "inspect", "format_inspect", "iter_rows", "fmt_counts", "SHARD_SCHEMA", "SCHEMA_VERSION", "MANIFEST", "PROGRESS"]
+
 SHARD_SCHEMA = pa.schema([
     ("key", pa.string()),
-    ("image", pa.binary()),  # the original encoded bytes, never re-encoded
-    ("width", pa.int32()),
+    ("image", pa.binary()),  # the original encoded bytes, unless --max-short-side re-encoded them
+    ("width", pa.int32()),  # of the stored image
     ("height", pa.int32()),
     ("source", pa.string()),
     ("caption", pa.string()),
+    ("orig_width", pa.int32()),  # of the source image
+    ("orig_height", pa.int32()),
 ])
 IMAGE_SUFFIXES = sources.IMAGE_SUFFIXES
-MANIFEST, PROGRESS = "manifest.json", "_progress.json"
-
-
-class DataError(ValueError):
-    """A dataset or source that cannot be used, named in the message."""
-
-
-class _ShardRequired(TypedDict):
-    path: str  # relative to the dataset folder
-    rows: int
-    bytes: int
-    sha256: str
-
-
-class ShardRecord(_ShardRequired, total=False):
-    row_groups: list[int]  # rows per parquet row group; older datasets lack it (one group)
-
-
-class _ManifestRequired(TypedDict):
-    schema_version: int
-    created_by: str
-    shards: list[ShardRecord]
-    rows: int
-    bytes: int
-    filters: dict[str, Any]
-    rejected: dict[str, int]  # reason → rows never written
-
-
-class Manifest(_ManifestRequired, total=False):
-    captioned: int  # rows with a caption
-    inputs_sha256: str  # source file names + sizes + options: a re-run with the same inputs is a no-op
-
-
-# ---------------------------------------------------------------------------- reading sources
-
-
-def load_captions(path: str, **kw) -> tuple[dict[str, str], str]:
-    """(key → caption, sha256 of the file) from JSONL ({"key", "caption"} per line) or CSV
-    (key,caption), any URI."""
-    try:
-        raw = storage.read_bytes(path, **kw)
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such captions file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    out: dict[str, str] = {}
-    if path.lower().endswith(".csv"):
-        for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
-            if not row or (i == 1 and [c.strip().lower() for c in row[:2]] == ["key", "caption"]):
-                continue
-            if len(row) < 2:
-                raise DataError(f"{path}: row {i}: expected key,caption")
-            out[row[0]] = row[1]
-        return out, hashlib.sha256(raw).hexdigest()
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            key, caption = rec["key"], rec["caption"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"{path}: line {i}: expected a JSON object with 'key' and 'caption'") from None
-        if caption is None:
-            continue  # an explicit null means "no caption", not the string "None"
-        if not isinstance(caption, str):
-            raise DataError(f"{path}: line {i}: caption must be a string, got {type(caption).__name__}")
-        out[str(key)] = caption
-    return out, hashlib.sha256(raw).hexdigest()
-
-
-def check_image(data: bytes, min_side: int, max_aspect: float | None,
-                max_pixels: int = MAX_PIXELS) -> tuple[int, int] | str:
-    """(width, height) of a usable image, or the reason it is rejected.
-
-    Cheap but real checks: JPEG is decoded at 1/8 scale (catches truncation, which
-    `verify()` does not see), PNG's chunk CRCs are verified, anything else is decoded.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                return "bomb"
-            if im.format == "JPEG":
-                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                im.load()
-            elif im.format == "PNG":
-                im.verify()
-            else:
-                im.load()
-    except Image.DecompressionBombError:
-        return "bomb"
-    except Exception:
-        return "corrupt"
-    if min(w, h) < min_side:
-        return "too_small"
-    if max_aspect is not None and max(w / h, h / w) > max_aspect:
-        return "aspect"
-    return w, h
 
 
 # ---------------------------------------------------------------------------- writing
 
 
-def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_rows: int = 256) -> ShardRecord:
+def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_rows: int = 256,
+                 name: str | None = None) -> ShardRecord:
+    """Shard `index` (named `name`, else shard-<index>.parquet), written and verified."""
+    name = name or f"shard-{index:05d}.parquet"
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     buf = io.BytesIO()
     # Row groups are the training reader's unit: one read task and one shuffle block each.
     pq.write_table(table, buf, compression="none", row_group_size=row_group_rows)  # images are already compressed
     data = buf.getvalue()
-    name = f"shard-{index:05d}.parquet"
     uri = storage.join(dest, name)
     storage.write_bytes_atomic(uri, data, **kw)
     # Verify what storage holds before recording the shard as complete.
@@ -161,22 +73,25 @@ def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_ro
 
 def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: int = 256 << 20,
             row_group_rows: int = 256, min_side: int = 0, max_aspect: float | None = None,
-            captions: str | None = None, image_column: str | None = None, key_column: str | None = None,
-            caption_column: str | None = None, progress: bool = True, **kw) -> Manifest:
+            max_short_side: int | None = None, captions: str | None = None, image_column: str | None = None,
+            key_column: str | None = None, caption_column: str | None = None, overwrite: bool = False,
+            progress: bool = True, **kw) -> Manifest:
     """Images in `src` (a folder, tar shards or parquet files: `sources.py`) → parquet shards
     + manifest in `dest`. Returns the manifest.
 
     `kw` (endpoint_url, region) go to `storage.resolve` for both. A shard closes at
     `shard_bytes` of image bytes (default 256 MiB) or, when given, `shard_rows` rows,
     whichever comes first. A caption from `captions` (JSONL/CSV, by key) wins over one the
-    source carries.
+    source carries. `max_short_side` re-encodes larger images once (`images.py`).
     """
     for flag, value, low in (("--shard-rows", shard_rows, 1), ("--row-group-rows", row_group_rows, 1),
-                             ("--min-side", min_side, 0), ("--shard-mb", shard_bytes, 1)):
+                             ("--min-side", min_side, 0), ("--shard-mb", shard_bytes, 1),
+                             ("--max-short-side", max_short_side, 8)):
         if value is not None and value < low:
             raise DataError(f"{flag}: got {value}, expected at least {low}")
     if max_aspect is not None and max_aspect < 1:
         raise DataError(f"--max-aspect: got {max_aspect}, expected at least 1")
+    storage.check_writable(dest, **kw)  # before any image is read, not after all of them
     try:
         source = sources.open_source(src, image_column=image_column, key_column=key_column,
                                      caption_column=caption_column, **kw)
@@ -188,25 +103,40 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
         if not any(k in caption_of or a in caption_of for k, a in keys):
             raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
                             f"'{keys[0][0]}': the path under SRC without extension)")
-    filters = {"min_side": min_side, "max_aspect": max_aspect, "captions": captions is not None}
+    filters = {"min_side": min_side, "max_aspect": max_aspect}
     inputs = source.digest({**filters, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
                             "row_group_rows": row_group_rows, "columns": [image_column, key_column, caption_column],
-                            "captions_sha256": captions_sha256})
+                            "captions_sha256": captions_sha256, "max_short_side": max_short_side})
+    src_id = _source_id(src, kw)
 
     def say(msg: str) -> None:
         if progress:
             print(f"[prepare] {msg}", file=sys.stderr, flush=True)
 
-    finished = _finished_manifest(dest, inputs, kw)
-    if finished is not None:
-        say(f"{dest}: up to date ({finished['rows']} rows); delete its manifest.json to rebuild")
-        return finished
-    # Shards are about to be rewritten under the same names: take down any old manifest
-    # first, so no reader trusts it while they change.
-    storage.delete(storage.join(dest, MANIFEST), **kw)
+    existing = _existing_manifest(dest, kw)
+    if existing is not None and existing.get("src") != src_id and not overwrite:
+        raise DataError(f"{dest}: holds a dataset prepared from {existing.get('src', 'another source')}, "
+                        f"not {src_id}; pass --overwrite to replace it")
+    if existing is not None and existing.get("inputs_sha256") == inputs:
+        problems = shard_problems(dest, existing, **kw)
+        if not problems:
+            say(f"{dest}: up to date ({existing['rows']} rows, every shard's sha256 checked)")
+            return existing
+        say(f"{dest}: {problems[0]['path']}: {problems[0]['problem']}; rebuilding")
+        existing = None  # damaged: nothing of it worth keeping
+    # Names the existing dataset uses stay untouched until the new manifest replaces it.
+    keep = set() if existing is None else {s["path"] for s in existing["shards"]} | set(existing.get("rejects", []))
+    removed = storage.remove_temp_files(dest, **kw) + storage.remove_temp_files(storage.join(dest, REJECTS_DIR), **kw)
+    if removed:
+        say(f"removed {removed} temporary files left by an interrupted run")
+
+    def name_for(index: int, stem: str = "shard", ext: str = "parquet") -> str:
+        name = f"{stem}-{index:05d}.{ext}"
+        return name if name not in keep and f"{REJECTS_DIR}/{name}" not in keep else f"{stem}-{index:05d}-{inputs[:8]}.{ext}"
 
     state = _resume_state(dest, inputs, kw)
     shards: list[ShardRecord] = state["shards"]
+    reject_files: list[str] = state.get("rejects", [])
     rejected: dict[str, int] = dict(state["rejected"])
     captioned, start = state["captioned"], state["next_item"]
     total = source.total
@@ -215,14 +145,25 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
 
     seen_keys: set[str] = set()
     rows: list[dict] = []
+    pending_rejects: list[dict[str, str]] = []  # since the last shard closed
     size, t0, i = 0, time.time(), -1
+
+    def flush_rejects() -> None:
+        nonlocal pending_rejects
+        if pending_rejects:
+            name = f"{REJECTS_DIR}/{name_for(len(shards), 'rejects', 'jsonl')}"
+            storage.write_bytes_atomic(storage.join(dest, name), "".join(
+                json.dumps(r, ensure_ascii=False) + "\n" for r in pending_rejects).encode(), **kw)
+            reject_files.append(name)
+            pending_rejects = []
 
     def close_shard(next_item: int) -> None:
         nonlocal rows, size
-        shards.append(_write_shard(dest, len(shards), rows, kw, row_group_rows))
+        flush_rejects()
+        shards.append(_write_shard(dest, len(shards), rows, kw, row_group_rows, name_for(len(shards))))
         rows, size = [], 0
         storage.write_json_atomic(storage.join(dest, PROGRESS), {
-            "inputs_sha256": inputs, "shards": shards, "rejected": rejected,
+            "inputs_sha256": inputs, "shards": shards, "rejected": rejected, "rejects": reject_files,
             "captioned": captioned, "next_item": next_item}, **kw)
         rate = (next_item - start) / max(time.time() - t0, 1e-6)
         eta = f", ETA {(total - next_item) / rate:.0f}s" if total else ""
@@ -233,10 +174,11 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
         if i < start:  # written before a crash: only its key matters (duplicates)
             seen_keys.add(item.key)
             continue
-        row = "duplicate_key" if item.key in seen_keys else _row(item, min_side, max_aspect, caption_of)
+        row = "duplicate_key" if item.key in seen_keys else _row(item, min_side, max_aspect, max_short_side, caption_of)
         seen_keys.add(item.key)  # a.jpg and a.png: the first in order wins, whatever becomes of it
         if isinstance(row, str):
             rejected[row] = rejected.get(row, 0) + 1
+            pending_rejects.append({"key": item.key, "source": item.source, "reason": row})
         else:
             rows.append(row)
             size += len(row["image"])
@@ -245,16 +187,21 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
             close_shard(i + 1)
     if rows:
         close_shard(i + 1)
+    flush_rejects()
     if not shards:
-        raise DataError(f"{src}: every image was rejected ({_fmt_counts(rejected)})")
+        where = f"; keys and reasons in {storage.join(dest, reject_files[-1])}" if reject_files else ""
+        kept = f"; {dest} is unchanged" if existing is not None else ""
+        raise DataError(f"{src}: every image was rejected ({fmt_counts(rejected)}){where}{kept}")
     manifest: Manifest = {
         "schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": shards,
         "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
-        "filters": filters, "rejected": rejected, "captioned": captioned, "inputs_sha256": inputs,
-        "source": source.kind,
+        "filters": filters, "rejected": rejected, "rejects": reject_files, "captioned": captioned,
+        "captions_from": f"--captions {captions}" if captions else source.captions_from,
+        "inputs_sha256": inputs, "source": source.kind, "src": src_id, "max_short_side": max_short_side,
     }
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
     storage.delete(storage.join(dest, PROGRESS), **kw)
+    _remove_unlisted(dest, manifest, kw)
     return manifest
 
 
@@ -267,7 +214,7 @@ def _items(source: sources.Source) -> Iterator[tuple[int, sources.Item]]:
         raise DataError(str(e)) from None
 
 
-def _row(item: sources.Item, min_side: int, max_aspect: float | None,
+def _row(item: sources.Item, min_side: int, max_aspect: float | None, max_short_side: int | None,
          caption_of: dict[str, str]) -> dict[str, Any] | str:
     """One shard row for a source item, or the reason it is rejected."""
     data = item.load()
@@ -276,32 +223,46 @@ def _row(item: sources.Item, min_side: int, max_aspect: float | None,
     checked = check_image(data, min_side, max_aspect)
     if isinstance(checked, str):
         return checked
+    (w, h), (ow, oh) = checked, checked
+    if max_short_side is not None:
+        try:
+            data, w, h = bound_short_side(data, max_short_side)
+        except Exception:  # check_image's cheap decode passed, the full one did not
+            return "corrupt"
     caption = caption_of.get(item.key, caption_of.get(item.alias or "", item.caption))
-    return {"key": item.key, "image": data, "width": checked[0], "height": checked[1],
-            "source": item.source, "caption": caption}
+    return {"key": item.key, "image": data, "width": w, "height": h, "source": item.source, "caption": caption,
+            "orig_width": ow, "orig_height": oh}
 
 
-def _finished_manifest(dest: str, inputs: str, kw: dict) -> Manifest | None:
-    """The existing manifest if it was made from these same inputs and its shards are all there."""
-    uri = storage.join(dest, MANIFEST)
-    if not storage.exists(uri, **kw):
+def _source_id(src: str, kw: dict) -> str:
+    """`src` as recorded in the manifest: local paths resolved, so ./img and /abs/img are one source."""
+    _, path = storage.resolve(src, **kw)
+    return path if "://" not in src else src.rstrip("/")
+
+
+def _existing_manifest(dest: str, kw: dict) -> Manifest | None:
+    """The dataset already at `dest`, if its manifest can be read."""
+    if not storage.exists(storage.join(dest, MANIFEST), **kw):
         return None
     try:
-        manifest = storage.read_json(uri, **kw)
-    except ValueError:
-        return None
-    if not isinstance(manifest, dict) or manifest.get("inputs_sha256") != inputs:
-        return None
-    fs, _ = storage.resolve(dest, **kw)
-    for s in manifest.get("shards", []):
-        info = fs.get_file_info(storage.resolve(storage.join(dest, s["path"]), **kw)[1])
-        if info.type != pafs.FileType.File or info.size != s["bytes"]:
-            return None
-    return manifest
+        return load_manifest(dest, **kw)
+    except DataError:
+        return None  # unreadable: no dataset to protect
+
+
+def _remove_unlisted(dest: str, manifest: Manifest, kw: dict) -> None:
+    """Shards and reject files of earlier datasets at `dest`: no manifest lists them any more."""
+    listed = {s["path"] for s in manifest["shards"]} | set(manifest["rejects"])
+    for folder, suffix in (("", ".parquet"), (REJECTS_DIR, ".jsonl")):
+        for uri in storage.list_files(storage.join(dest, folder) if folder else dest, suffix, **kw):
+            name = uri.replace("\\", "/").rsplit("/", 1)[-1]
+            rel = f"{folder}/{name}" if folder else name
+            if name.startswith(("shard-", "rejects-")) and rel not in listed:
+                storage.delete(uri, **kw)
 
 
 def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
-    fresh = {"shards": [], "rejected": {}, "captioned": 0, "next_item": 0}
+    fresh = {"shards": [], "rejected": {}, "rejects": [], "captioned": 0, "next_item": 0}
     uri = storage.join(dest, PROGRESS)
     if not storage.exists(uri, **kw):
         return fresh
@@ -319,94 +280,3 @@ def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
         if hashlib.sha256(data).hexdigest() != s["sha256"]:
             return fresh
     return state
-
-
-def _fmt_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
-
-
-# ---------------------------------------------------------------------------- reading datasets
-
-
-def load_manifest(uri: str, **kw) -> Manifest:
-    """The dataset's manifest, checked enough that readers can rely on its shard list."""
-    m_uri = storage.join(uri, MANIFEST)
-    try:
-        manifest = storage.read_json(m_uri, **kw)
-    except FileNotFoundError:
-        if storage.exists(storage.join(uri, PROGRESS), **kw):
-            raise DataError(f"{m_uri}: not found; `vlv-ray data prepare` did not finish "
-                            f"({PROGRESS} is there): run it again to resume") from None
-        raise DataError(f"{m_uri}: not found; run `vlv-ray data prepare` first") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{m_uri}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{m_uri}: expected a JSON object")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"{m_uri}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-    # Only what readers rely on is required; the other fields are descriptive.
-    if not isinstance(manifest.get("shards"), list):
-        raise DataError(f"{m_uri}: missing key 'shards' (a list of shard records)")
-    for i, s in enumerate(manifest["shards"]):
-        if not isinstance(s, dict) or not all(k in s for k in _ShardRequired.__annotations__):
-            raise DataError(f"{m_uri}: shards[{i}]: expected path, rows, bytes and sha256")
-    return manifest
-
-
-def shard_uris(uri: str, manifest: Manifest) -> list[str]:
-    return [storage.join(uri, s["path"]) for s in manifest["shards"]]
-
-
-def inspect(uri: str, **kw) -> dict[str, Any]:
-    """Shards, rows, bytes, rejects, and whether every shard still matches its record."""
-    manifest = load_manifest(uri, **kw)
-    problems = []
-    for s in manifest["shards"]:
-        try:
-            data = storage.read_bytes(storage.join(uri, s["path"]), **kw)
-        except FileNotFoundError:
-            problems.append({"path": s["path"], "problem": "missing"})
-            continue
-        if hashlib.sha256(data).hexdigest() != s["sha256"]:
-            problems.append({"path": s["path"], "problem": "sha256 mismatch"})
-            continue
-        meta = pq.read_metadata(io.BytesIO(data))  # matching hash, but a hand-edited manifest?
-        if meta.num_rows != s["rows"]:
-            problems.append({"path": s["path"], "problem": f"{meta.num_rows} rows, manifest says {s['rows']}"})
-            continue
-        groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        if "row_groups" in s and s["row_groups"] != groups:
-            problems.append({"path": s["path"], "problem": f"row groups {groups}, manifest says {s['row_groups']}"})
-    shards = manifest["shards"]
-    return {"uri": uri, "schema_version": manifest["schema_version"], "shards": shards,
-            "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
-            "rejected": manifest.get("rejected", {}), "captioned": manifest.get("captioned"),
-            "filters": manifest.get("filters", {}),
-            "integrity": {"ok": not problems, "problems": problems}}
-
-
-def format_inspect(r: dict[str, Any], max_rows: int = 20) -> str:
-    """A table for people: one line per shard (problem shards always shown), then totals."""
-    status = {p["path"]: p["problem"] for p in r["integrity"]["problems"]}
-    shown = [s for i, s in enumerate(r["shards"]) if i < max_rows or s["path"] in status]
-    width = max([len("shard")] + [len(s["path"]) for s in shown])
-    lines = [f"{r['uri']}  (schema v{r['schema_version']})",
-             f"{'shard':<{width}}  {'rows':>9}  {'MB':>9}  status"]
-    lines += [f"{s['path']:<{width}}  {s['rows']:>9}  {s['bytes'] / 1e6:>9.2f}  {status.get(s['path'], 'ok')}"
-              for s in shown]
-    if len(shown) < len(r["shards"]):
-        lines.append(f"… {len(r['shards']) - len(shown)} more shards, all ok")
-    lines.append(f"{'total: ' + str(len(r['shards'])) + ' shards':<{width}}  {r['rows']:>9}  {r['bytes'] / 1e6:>9.2f}")
-    if r["filters"].get("captions") and r.get("captioned") is not None:
-        lines.append(f"captioned: {r['captioned']} of {r['rows']} rows")
-    lines.append(f"rejected: {_fmt_counts(r['rejected'])}")
-    lines.append(f"filters: {', '.join(f'{k}={v}' for k, v in sorted(r['filters'].items()))}")
-    lines.append("integrity: ok" if r["integrity"]["ok"] else f"integrity: FAILED ({len(status)} shards)")
-    return "\n".join(lines)
-
-
-def iter_rows(uri: str, **kw) -> Iterator[dict[str, Any]]:
-    """Every row of a dataset in manifest order (small datasets, tests, tools)."""
-    manifest = load_manifest(uri, **kw)
-    for s in shard_uris(uri, manifest):
-        yield from pq.read_table(io.BytesIO(storage.read_bytes(s, **kw))).to_pylist()

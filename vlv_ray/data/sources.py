@@ -20,6 +20,8 @@ from vlv_ray import storage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_COLUMNS = ("image", "jpg", "png", "bytes", "img")  # tried in order when --image-column is not given
+# Tried in order when --caption-column is not given: our name, Hugging Face's, LAION's, webdataset's.
+CAPTION_COLUMNS = ("caption", "text", "TEXT", "txt")
 
 
 class SourceError(ValueError):
@@ -42,6 +44,7 @@ class Source:
     sizes: list[int]
     total: int | None  # items, when known without reading everything
     items: Callable[[], Iterator[Item]]
+    captions_from: str | None = None  # where captions come from, in words, for the summary
 
     def digest(self, options: dict[str, Any]) -> str:
         """What a dataset was made from: file names, sizes and options (not contents: hashing
@@ -121,7 +124,7 @@ def _folder_source(src: str, files: list[_File], **kw) -> Source:
         for f, rel in zip(files, rels):
             yield Item(str(PurePosixPath(rel).with_suffix("")), load(f), None, f.uri, alias=rel)
 
-    return Source("folder", rels, [f.size for f in files], len(files), items)
+    return Source("folder", rels, [f.size for f in files], len(files), items, None)
 
 
 # ---------------------------------------------------------------------------- webdataset tar
@@ -140,7 +143,7 @@ def _tar_source(tars: list[str], sizes: list[int] | None, **kw) -> Source:
         for t in tars:
             yield from _tar_items(t, kw)
 
-    return Source("tar", tars, sizes, None, items)
+    return Source("tar", tars, sizes, None, items, "each member's .txt, else the caption in its .json")
 
 
 def _tar_items(uri: str, kw: dict) -> Iterator[Item]:
@@ -191,6 +194,7 @@ def _parquet_source(files: list[str], image_column: str | None, key_column: str 
 
     fs, _ = storage.resolve(files[0], **kw)
     sizes, rows, plans = [], 0, []
+    described: dict[str, list[str]] = {}  # caption column → the files that use it
     for f in files:
         path = storage.resolve(f, **kw)[1]
         try:
@@ -210,8 +214,10 @@ def _parquet_source(files: list[str], image_column: str | None, key_column: str 
             if col is not None and col not in names:
                 raise SourceError(f"{f}: no column {col!r} ({opt}); its columns: {', '.join(names)}")
         key = key_column or ("key" if "key" in names else None)
-        caption = caption_column or ("caption" if "caption" in names else None)
+        caption = caption_column or next((c for c in CAPTION_COLUMNS if c in names), None)
         plans.append((f, path, image, key, caption))
+        described.setdefault(f"column {caption!r}" if caption else "no column", []).append(
+            f"{PurePosixPath(f).name} (columns: {', '.join(names)})")
         sizes.append(fs.get_file_info(path).size)
         rows += n
 
@@ -224,20 +230,36 @@ def _parquet_source(files: list[str], image_column: str | None, key_column: str 
                 for batch in pf.iter_batches(batch_size=256, columns=cols):
                     d = batch.to_pydict()
                     for j in range(batch.num_rows):
-                        data = _image_bytes(d[image][j])
                         k = str(d[key][j]) if key and d[key][j] is not None else f"{stem}/{i}"
                         c = d[caption][j] if caption else None
-                        yield Item(k, (lambda b=data: b), c if isinstance(c, str) and c.strip() else None,
+                        yield Item(k, _image_loader(d[image][j], f, kw), c if isinstance(c, str) and c.strip() else None,
                                    f"{f}#{i}")
                         i += 1
 
-    return Source("parquet", files, sizes, rows, items)
+    captions_from = "; ".join(f"{col} of {fs_[0]}" + (f" and {len(fs_) - 1} more files" if len(fs_) > 1 else "")
+                              for col, fs_ in described.items())
+    return Source("parquet", files, sizes, rows, items, captions_from)
 
 
-def _image_bytes(value: Any) -> bytes | None:
-    """Raw bytes, or an HF `Image` struct {"bytes": …, "path": …}."""
+def _image_loader(value: Any, parquet_uri: str, kw: dict) -> Callable[[], bytes | None]:
+    """How to get a row's image: raw bytes, or an HF `Image` struct {"bytes": …, "path": …}.
+
+    `datasets` writes a struct with only a `path` for images it opened from files: that path
+    is read from storage, as given when absolute or a URI, else relative to the parquet file.
+    """
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
+        return lambda: bytes(value)
     if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)):
-        return bytes(value["bytes"])
-    return None
+        return lambda: bytes(value["bytes"])
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
+        path = value["path"]
+        if "://" not in path and not PurePosixPath(path).is_absolute():
+            path = storage.join(parquet_uri.rsplit("/", 1)[0] if "/" in parquet_uri else ".", path)
+
+        def read() -> bytes | None:
+            try:
+                return storage.read_bytes(path, **kw)
+            except (OSError, ValueError):  # missing, denied, a bad URI: this row is unreadable
+                return None
+        return read
+    return lambda: None

@@ -26,6 +26,8 @@ def caption(ckpt: str, items: list[str], *, out: str | None = None, beams: int =
         raise ValueError(f"--max-new-tokens: got {max_new_tokens}, expected at least 1")
     ckpt = export.resolve_any(ckpt, **kw)  # cheap checks first, then the model
     uris = image_inputs.expand(items, **kw)
+    if out:
+        storage.probe_writable(out, **kw)  # a read-only --out fails now, not after the captions
     model, meta = export.load_stage2(ckpt, **kw)
     torch.manual_seed(seed)
     records, t0 = [], time.time()

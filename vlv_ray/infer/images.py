@@ -22,7 +22,10 @@ def expand(items: list[str], **kw) -> list[str]:
                 raise DataError(f"{item}: no such image")
             out.append(item)
             continue
-        found = [u for u in storage.list_files(item, **kw) if u.lower().endswith(IMAGE_SUFFIXES)]
+        try:
+            found = [u for u in storage.list_files(item, **kw) if u.lower().endswith(IMAGE_SUFFIXES)]
+        except NotADirectoryError:  # a file that is not an image: a .txt, say
+            found = []
         if not found:
             raise DataError(f"{item}: not an image and not a folder holding any "
                             f"({', '.join(IMAGE_SUFFIXES)})")

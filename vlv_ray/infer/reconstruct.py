@@ -27,6 +27,7 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
         raise ValueError(f"--steps: got {steps}, expected at least 1")
     ckpt = export.resolve(ckpt, **kw)  # cheap checks first, then the model
     uris = image_inputs.expand(items, **kw)
+    storage.probe_writable(out, **kw)  # a read-only --out fails now, not after the sampling
     encoder, decoder, meta = export.load_stage1(ckpt, **kw)
     res = meta["resolution"]
     tokenizer = _sd_tokenizer(meta.get("stable_diffusion"))

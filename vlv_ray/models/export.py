@@ -85,11 +85,20 @@ def read(uri: str, **kw) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors.torch import load as st_load
 
     uri = resolve_any(uri, **kw)
-    meta = storage.read_json(storage.join(uri, META_FILE), **kw)
     try:
-        tensors = st_load(storage.read_bytes(storage.join(uri, WEIGHTS_FILE), **kw))
+        meta = storage.read_json(storage.join(uri, META_FILE), **kw)
+    except ValueError as e:
+        raise ExportError(f"{uri}/{META_FILE}: not valid JSON ({e}); the export is damaged, export again") from None
+    try:
+        data = storage.read_bytes(storage.join(uri, WEIGHTS_FILE), **kw)
     except FileNotFoundError:
         raise ExportError(f"{uri}: {WEIGHTS_FILE} is missing") from None
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError for a cut-off file
+        raise ExportError(f"{uri}/{WEIGHTS_FILE}: not a readable safetensors file ({len(data)} bytes; "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}): truncated or damaged, "
+                          "export again") from None
     return meta, tensors
 
 

@@ -1,41 +1,44 @@
 """Checkpoints: DeepSpeed engine state of every rank + the trainer state, via Ray Train.
 
 Every rank writes its own ZeRO shard into a local staging dir and reports it; Ray Train
-merges all ranks' files into one directory under the run in storage. `report` is a
-barrier, so once it returns every rank's files are uploaded; rank 0 then writes the
-`_COMPLETE` marker. Layout of one checkpoint:
+uploads each rank's files into one directory under the run in storage. In Ray 2.60
+`report` only agrees on the directory name before the uploads and waits for nothing
+after them, so it is not a barrier: every rank then sends rank 0 the list of files it
+uploaded (a collective, so it also waits for the slowest upload), rank 0 checks them in
+storage and only then writes `_COMPLETE` holding that list with every file's size
+(train/integrity.py). Layout of one checkpoint:
 
     <storage_path>/<name>/step-00000004/
-      trainer_state.json            step, epoch, cost ledger, config hash, world size
-      _COMPLETE                     written last: the checkpoint is whole
+      trainer_state.json            step, epoch, cost ledger, config hash + settings, world size
+      _COMPLETE                     written last: {step, files: {path: bytes}}
       latest                        DeepSpeed's tag pointer ("engine")
       engine/mp_rank_00_model_states.pt                    module weights (rank 0)
       engine/zero_pp_rank_<r>_mp_rank_00_optim_states.pt   optimizer shard of rank r
 
-Resume takes the newest of (a) the checkpoint Ray Train registered and (b) the newest
-`_COMPLETE` directory in storage. (b) matters: Ray 2.60 registers a reported checkpoint
-only when its controller next polls the workers, so a worker that dies right after
-`report()` leaves a complete checkpoint on storage that Ray does not hand back.
+Resume takes the newest checkpoint in storage that verifies (marker present, every listed
+file there with its size); newer ones that do not are named in one line each and deleted,
+so a save of the same step later starts from an empty directory. Ray's own registered
+checkpoint is not consulted: it can name a directory whose other ranks never finished.
+Pruning (`checkpoint.keep_last`) is ours for the same reason, and because Ray does not
+know the checkpoints of earlier driver runs.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import re
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow.fs as pafs
-
 from vlv_ray import storage
-from vlv_ray.config import JobConfig
+from vlv_ray.config import ConfigError, JobConfig
+from vlv_ray.train import integrity
+from vlv_ray.train.integrity import COMPLETE, DIR_RE, STATE_FILE  # noqa: F401 (the layout's names)
 
 TAG = "engine"
-STATE_FILE = "trainer_state.json"
-COMPLETE = "_COMPLETE"
-DIR_RE = re.compile(r"^step-(\d{8})$")
 
 
 def dir_name(step: int) -> str:
@@ -50,62 +53,129 @@ def _kw(cfg: JobConfig) -> dict[str, Any]:
     return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
 
 
-def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig) -> None:
+def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig,
+         hooks: dict[str, Any] | None = None) -> None:
     """Collective: every rank must call it at the same step."""
     import ray.train
+    import torch.distributed as dist
 
     staging = Path(tempfile.mkdtemp(prefix="vlv-ckpt-"))
     name = dir_name(state["step"])
     try:
         engine.save_checkpoint(str(staging), tag=TAG)
         if rank == 0:
+            state = {**state, "config": cfg.numerics()}  # so a resume can name what changed
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+        files = integrity.staged_files(staging)
+        _test_kill(hooks, rank, "staged", state["step"])
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staging)),
                          checkpoint_dir_name=name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _test_kill(hooks, rank, "uploaded", state["step"])
+    # This rank's upload is done; the gather returns once every rank's is.
+    everyone: list[dict[str, int]] = [files]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        everyone = [{} for _ in range(dist.get_world_size())]
+        dist.all_gather_object(everyone, files)
+    _test_kill(hooks, rank, "gathered", state["step"])
     if rank == 0:
-        storage.write_json_atomic(storage.join(run_uri(cfg), name, COMPLETE), {"step": state["step"]}, **_kw(cfg))
+        merged = {k: v for f in everyone for k, v in f.items()}
+        uri = storage.join(run_uri(cfg), name)
+        integrity.write_marker(uri, state["step"], merged, **_kw(cfg))
+        integrity.prune(run_uri(cfg), cfg.checkpoint.keep_last, **_kw(cfg))
 
 
-def latest_complete(cfg: JobConfig) -> tuple[int, str] | None:
-    """(step, uri) of the newest checkpoint directory carrying the `_COMPLETE` marker."""
-    fs, root = storage.resolve(run_uri(cfg), **_kw(cfg))
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return None
-    steps = sorted((int(m.group(1)), Path(i.path).name) for i in fs.get_file_info(pafs.FileSelector(root))
-                   if i.type == pafs.FileType.Directory and (m := DIR_RE.match(Path(i.path).name)))
-    for step, name in reversed(steps):
-        if storage.exists(storage.join(run_uri(cfg), name, COMPLETE), **_kw(cfg)):
-            return step, storage.join(run_uri(cfg), name)
-    return None
+def _test_kill(hooks: dict[str, Any] | None, rank: int, point: str, step: int) -> None:
+    """Test-only: SIGKILL this worker at `point` of a save, once (a flag file records it)."""
+    h = (hooks or {}).get("kill_in_save")
+    if not h or (h["point"], h["rank"], h["step"]) != (point, rank, step) or os.path.exists(h["once_file"]):
+        return
+    Path(h["once_file"]).write_text(point)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _checkpoint_step(ckpt) -> int:
-    m = DIR_RE.match(Path(ckpt.path).name)
-    return int(m.group(1)) if m else -1
+def newest_verified(cfg: JobConfig, *, clean: bool = False, say=print) -> tuple[str, dict[str, Any]] | None:
+    """(uri, trainer state) of the newest checkpoint that verifies, or None.
+
+    Every newer directory is named by `say` with the reason it was skipped; with `clean`
+    (the one process that owns the run: the driver, or rank 0) it is deleted, and so are
+    unmarked directories left by crashed saves.
+    """
+    kw = _kw(cfg)
+    chosen = None
+    for step, uri in integrity.step_dirs(run_uri(cfg), **kw):
+        if chosen is not None:
+            if clean and not storage.exists(storage.join(uri, COMPLETE), **kw):
+                integrity.remove(uri, **kw)
+            continue
+        why = integrity.problem(uri, **kw)
+        if why is None:
+            try:
+                chosen = uri, integrity.read_state(uri, **kw)
+                continue
+            except ValueError as e:
+                why = f"unreadable {STATE_FILE} ({e})"
+        say(f"[vlv-ray] skipping checkpoint {uri}: {why}" + ("; deleted it" if clean else ""), flush=True)
+        if clean:
+            integrity.remove(uri, **kw)
+    return chosen
 
 
 def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
-    """(checkpoint, trainer state) of the newest complete checkpoint, or (None, {})."""
+    """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {})."""
     import ray.train
 
-    ckpt = ray.train.get_checkpoint()
-    found = latest_complete(cfg)
-    if found is not None and (ckpt is None or found[0] > _checkpoint_step(ckpt)):
-        fs, path = storage.resolve(found[1], **_kw(cfg))
-        ckpt = ray.train.Checkpoint(path, filesystem=fs)
-    if ckpt is None:
+    rank = ray.train.get_context().get_world_rank()
+    found = newest_verified(cfg, clean=rank == 0, say=print if rank == 0 else _quiet)
+    if found is None:
         return None, {}
-    # Read only the small state file: `as_directory()` would download every rank's
-    # optimizer shards here, and `restore` downloads them once more.
-    def read_state() -> bytes:
-        with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{STATE_FILE}") as f:
-            return f.read()
+    fs, path = storage.resolve(found[0], **_kw(cfg))
+    return ray.train.Checkpoint(path, filesystem=fs), found[1]
+
+
+def _quiet(*_, **__) -> None:
+    pass
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old, new)} of every setting that differs between two config dicts."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(changed_settings(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = (a, b)
+    return out
+
+
+def check_settings(cfg: JobConfig, state: dict[str, Any], uri: str, *, allow_changes: bool) -> dict[str, Any]:
+    """Refuse to resume `state` under different numerics unless `allow_changes`; return the changes."""
+    if not state.get("config_hash") or state["config_hash"] == cfg.config_hash():
+        return {}
+    if "config" in state:
+        changes = {k: list(v) for k, v in changed_settings(state["config"], cfg.numerics()).items()}
+    else:  # written before checkpoints recorded their settings
+        changes = {"(settings not recorded)": [state["config_hash"], cfg.config_hash()]}
+    if not changes:
+        return {}
+    if not allow_changes:
+        listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise ConfigError(f"{uri}: resuming with changed settings ({listed}); pass --allow-changes to go on "
+                          f"with them (recorded in the run's history.jsonl), or use another name")
+    return changes
+
+
+def record_history(cfg: JobConfig, event: dict[str, Any]) -> str:
+    """Append one JSON line to `<run>/history.jsonl` (a read-modify-write: the lease makes us the only writer)."""
+    uri = storage.join(run_uri(cfg), "history.jsonl")
     try:
-        return ckpt, json.loads(storage.retry_reads(read_state, f"{ckpt.path}/{STATE_FILE}"))
+        old = storage.read_bytes(uri, **_kw(cfg))
     except FileNotFoundError:
-        raise RuntimeError(f"{ckpt.path}: checkpoint has no {STATE_FILE}; it was not written by vlv-ray") from None
+        old = b""
+    storage.write_bytes_atomic(uri, old + (json.dumps(event, sort_keys=True) + "\n").encode(), **_kw(cfg))
+    return uri
 
 
 @contextlib.contextmanager

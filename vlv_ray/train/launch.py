@@ -12,6 +12,7 @@ from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
+from vlv_ray.train import auth, quiet
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +35,64 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray's own actors (Ray Train's placement-group cleaner, above all) log a warning every
+    # second when the state API is slow or absent (a local cluster has no dashboard);
+    # errors still show.
+    logging_config = ray.LoggingConfig(log_level="ERROR")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        auth.use_token_if_available()  # Ray sends the token only when told to
+        ray.init(address=address, log_to_driver=True, logging_config=logging_config)
         return
-    ray.init(
-        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    # Nothing drains the nodes of a cluster this process starts, so Ray Train's preemption
+    # watcher has nothing to watch; it only logs an error-level line (its actor's restart
+    # arguments) on every run. Spot SIGTERMs are ours to handle anyway (preempt.py).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Token auth, as Ray's default for a new cluster, without its warning saying so.
+    auth.use_token_for_new_cluster()
+    # Ray Train's placement-group cleaner (a detached actor) finds the state API by looking
+    # for "the" Ray instance on the machine: with two running it dies with a 30-line
+    # traceback; without a dashboard it warns every second. So the cluster's processes are
+    # told its address, and the cluster gets a dashboard (on free ports).
+    gcs_port, dash_port = _free_port(), _free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{gcs_port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the processes ray.init starts
+    try:
+        ray.init(
+            address="local",  # start one; RAY_ADDRESS above is for the cluster's processes
+            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dash_port,
+            log_to_driver=True,
+            configure_logging=False,
+            logging_config=logging_config,
+        )
+    finally:  # this process may start another cluster later (tests, demo)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from vlv_ray.train.loop import train_worker
-
     storage_kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
     fs, run_root = storage.resolve(absolutize(cfg.storage_path), **storage_kw)
 
     sc = cfg.scaling
-    resources = {"CPU": sc.cpus_per_worker}
-    if sc.use_gpu:
-        resources["GPU"] = 1
+    resources = worker_resources(cfg)
     # num_workers=0 is Ray Train V2's local mode: the loop runs in this process (debugging).
     scaling = ray.train.ScalingConfig(
         num_workers=0 if local else sc.num_workers,
@@ -70,9 +105,12 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         storage_path=run_root,
         storage_filesystem=fs,
         failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
-        # Workers inherit the driver's env for DeepSpeed's compiled-op cache.
-        worker_runtime_env={"env_vars": _worker_env()},
+        # No num_to_keep: checkpoint.save prunes (Ray would keep no track of earlier drivers' checkpoints).
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
+        worker_runtime_env={"env_vars": _worker_env(sc.use_gpu)},
+        # Ray Train's info lines (resources requested, worker group started, every report)
+        # go to its log files only; our step lines say what matters.
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
     )
     job = cfg.to_dict(redact=False)
     job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
@@ -81,7 +119,7 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
         job["model"]["stage1"] = absolutize(cfg.model.stage1)
     loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), **(extra_loop_config or {})}
     return TorchTrainer(
-        train_worker,
+        _train_worker,
         train_loop_config=loop_config,
         scaling_config=scaling,
         run_config=run,
@@ -90,29 +128,72 @@ def build_trainer(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = 
     )
 
 
+def worker_resources(cfg: JobConfig) -> dict[str, float]:
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = 1
+    return resources
+
+
 def rejects_uri(cfg: JobConfig) -> str:
     """Where decode tasks record the rows they dropped: `<storage_path>/<name>/rejects/`."""
     return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
 
 
-def _worker_env() -> dict[str, str]:
-    keep = ("TORCH_EXTENSIONS_DIR", "WANDB_MODE")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    # Ray Train 2.60 patches `print` in workers to tee into its logger, which shows every
-    # log line twice on the driver; our lines are already formatted for people.
-    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+def _worker_env(use_gpu: bool) -> dict[str, str]:
+    env = quiet.process_env(use_gpu)
+    if "WANDB_MODE" in os.environ:
+        env["WANDB_MODE"] = os.environ["WANDB_MODE"]
     return env
 
 
-def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False):
-    """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
-    from vlv_ray.data.pipeline import shard_paths
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    from vlv_ray.train.loop import train_worker
 
-    # Fail on a missing or empty dataset before paying for a cluster start.
+    quiet.in_worker()
+    train_worker(loop_config)
+
+
+def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, local: bool = False,
+        allow_changes: bool = False):
+    """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
+    import ray.train
+
+    from vlv_ray.data.pipeline import shard_paths
+    from vlv_ray.train import precheck
+
+    # Fail on bad input before paying for a cluster start.
     shard_paths(absolutize(cfg.data.uri), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
-    ensure_ray()
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local)
-    result = trainer.fit()
+    precheck.stage1_export(cfg)
+    lease = precheck.take_lease(cfg, run_dir(cfg))
+    try:
+        precheck.resume_settings(cfg, allow_changes=allow_changes)
+        quiet.apply_to_this_process(cfg.scaling.use_gpu)
+        ensure_ray()
+        if not local:
+            precheck.placeable(cfg, worker_resources(cfg))
+        # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
+        # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
+        storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
+                       endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
+        try:
+            result = build_trainer(cfg, extra_loop_config=extra_loop_config, local=local).fit()
+        except ray.train.TrainingFailedError as e:
+            from vlv_ray.train.failure import TrainingFailed, describe
+
+            raise TrainingFailed(describe(e, run_dir(cfg), endpoint_url=cfg.storage.endpoint_url,
+                                          region=cfg.storage.region)) from None
+        _after(cfg, result, local)
+    finally:
+        lease.release()
+    return result
+
+
+def run_dir(cfg: JobConfig) -> str:
+    return storage.join(absolutize(cfg.storage_path), cfg.name)
+
+
+def _after(cfg: JobConfig, result, local: bool) -> None:
     from vlv_ray.data.pipeline import count_rejects
 
     dropped = count_rejects(rejects_uri(cfg), endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region)
@@ -123,6 +204,7 @@ def run(cfg: JobConfig, *, extra_loop_config: dict[str, Any] | None = None, loca
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
-        print(f"exported trainable weights: {export_trainable(result.checkpoint, cfg)} "
+        with quiet.captured():  # DeepSpeed's consolidation chatter; shown if it fails
+            exported = export_trainable(result.checkpoint, cfg)
+        print(f"exported trainable weights: {exported} "
               f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)
-    return result

@@ -181,7 +181,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             state = {**state, "step": step, "epoch": epoch, "cost_usd": metrics["cost_usd"],
                      "config_hash": cfg.config_hash(), "world_size": world, "data": data.state(),
                      "rejected_rows": metrics["rejected_rows"]}
-            checkpoint.save(engine, state, metrics, rank, cfg)
+            checkpoint.save(engine, state, metrics, rank, cfg, hooks=hooks)
             started_at = time.time()
         if stop:
             logger.close()
@@ -227,7 +227,7 @@ def _cost_so_far(cfg: JobConfig, state: dict, started_at: float, world: int) -> 
 
 def format_log_line(m: dict[str, Any], max_steps: int) -> str:
     tokens = f"{m['tokens_per_s']:.0f} tok/s | " if m.get("tokens_per_s") else ""  # stage 2
-    return (f"step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
+    return (f"{time.strftime('%H:%M:%S')} step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
             f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | {tokens}"
             f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
             f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")

@@ -1,15 +1,21 @@
 """`vlv-ray submit`: send a job file to a Ray cluster through Ray's job submission API.
 
-The repo is uploaded as the job's working dir (minus venvs, caches and local data), the
-entrypoint is `python -m vlv_ray.cli train JOB key=value…`, and `jobs/runtime_env.yaml`
-adds non-secret env vars. Secrets (cloud keys, WANDB_API_KEY) are forwarded from the
-submitting shell's environment inside the submit request only: never written to a file,
-never printed.
+The current directory (the user's job files and code) is uploaded as the job's working
+dir, minus venvs, caches and local data; the entrypoint is `python -m vlv_ray.cli train
+JOB key=value…` with JOB relative to it. `jobs/runtime_env.yaml` there, if present, adds
+excludes and non-secret env vars.
+
+Secrets are not forwarded by default: Ray keeps runtime-env variables in plain text in
+`ray job list`, the dashboard's jobs API, the head's `runtime_env_agent.log` and the
+environment of the job's processes. On a cluster the nodes hold the credentials
+(instance profile, workload identity: see cluster/). `--forward-secrets` sends them
+anyway, with a warning that says where they will be visible.
 """
 from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,56 +23,85 @@ from typing import Any
 import yaml
 
 from vlv_ray.config import ConfigError, load_job
+from vlv_ray.storage import SECRET_ENV
+from vlv_ray.train import auth
 
-REPO = Path(__file__).resolve().parents[2]
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
-              "GOOGLE_APPLICATION_CREDENTIALS")
+RUNTIME_ENV_FILE = Path("jobs") / "runtime_env.yaml"
+# Used when the submitted directory has no jobs/runtime_env.yaml of its own.
+DEFAULT_EXCLUDES = [".venv/", ".cache/", ".git/", "vlv-demo/", "wandb/", "**/__pycache__/"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+SECRET_VISIBILITY = ("`ray job list`, the dashboard's jobs API, the head's logs/runtime_env_agent.log "
+                     "and the environment of the job's processes")
 
 
-def runtime_env(path: Path = REPO / "jobs" / "runtime_env.yaml") -> dict[str, Any]:
-    env = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    env = dict(env or {})
-    env["working_dir"] = str(REPO)
+def runtime_env(path: Path | None = None, *, working_dir: Path | None = None,
+                forward_secrets: bool = False) -> dict[str, Any]:
+    working_dir = (working_dir or Path.cwd()).resolve()
+    path = path or working_dir / RUNTIME_ENV_FILE
+    env = dict((yaml.safe_load(path.read_text()) if path.is_file() else None) or {"excludes": DEFAULT_EXCLUDES})
+    env["working_dir"] = str(working_dir)
     env_vars = {str(k): str(v) for k, v in (env.get("env_vars") or {}).items()}
     leaked = [k for k in env_vars if k in SECRET_ENV]
     if leaked:
         raise ConfigError(f"{path}: env_vars: {', '.join(leaked)} must not be written in a file; "
-                          "export it in the submitting shell instead")
-    env_vars.update({k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)})
+                          "give the cluster's nodes credentials (see cluster/) or use --forward-secrets")
+    if forward_secrets:
+        env_vars.update(secrets_in_env())
     env["env_vars"] = env_vars
     return env
 
 
-def _use_token_auth_if_available() -> None:
-    # Ray 2.60's job client leaves token auth off unless RAY_AUTH_MODE says otherwise,
-    # although `ray start` turns it on for the cluster: use the local token if there is one.
-    if "RAY_AUTH_MODE" not in os.environ and (
-            os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().is_file()):
-        os.environ["RAY_AUTH_MODE"] = "token"
+def secrets_in_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
+
+
+def _client(address: str):
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except ConnectionError:
+        raise ConfigError(f"--address {address}: no Ray dashboard answered; expected the head's "
+                          "dashboard, e.g. http://HEAD:8265, with the cluster running") from None
+    except AuthenticationError as e:
+        raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
+
+
+def _auth_hint(e: Exception) -> str:
+    if str(e).startswith("Authentication failed"):
+        return "the cluster refused our token; use the head's token (`ray get-auth-token` there)"
+    return ("the cluster requires a token; put the head's token (`ray get-auth-token` there) in "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN")
 
 
 def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = False,
-           timeout_s: float = 3600.0) -> tuple[str, str | None]:
+           forward_secrets: bool = False, timeout_s: float = 3600.0) -> tuple[str, str | None]:
     """Submit; return (submission id, final status or None when not waiting)."""
-    from ray.job_submission import JobSubmissionClient
-
     cfg = load_job(job, overrides)  # fail here, not on the cluster
-    job_path = Path(job).resolve()
+    workdir = Path.cwd().resolve()
     try:
-        rel = job_path.relative_to(REPO)
+        rel = Path(job).resolve().relative_to(workdir)
     except ValueError:
-        raise ConfigError(f"{job}: job files must live inside the project ({REPO}) to be uploaded with it") from None
+        raise ConfigError(f"{job}: the job file must be inside the current directory ({workdir}), "
+                          "which is uploaded as the job's working dir") from None
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ConfigError("no cluster address: pass --address http://HEAD:8265 or set RAY_API_SERVER_ADDRESS")
-    _use_token_auth_if_available()
-    client = JobSubmissionClient(address)
-    entrypoint = " ".join(shlex.quote(a) for a in ["python", "-m", "vlv_ray.cli", "train", str(rel), *overrides])
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(),
-                               metadata={"vlv_ray_job": cfg.name})
+    env = runtime_env(working_dir=workdir, forward_secrets=forward_secrets)
+    _say_about_secrets(forward_secrets)
+    # Before Ray's job client is imported: it reads the auth mode once.
+    auth.use_token_if_available()
+    client = _client(address)
+    entrypoint = " ".join(shlex.quote(a) for a in ["python", "-m", "vlv_ray.cli", "train", rel.as_posix(), *overrides])
+    from ray.exceptions import AuthenticationError
+
+    try:
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env, metadata={"vlv_ray_job": cfg.name})
+    except AuthenticationError as e:
+        raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
     print(f"submitted {cfg.name} as {job_id}")
-    print(f"follow logs: ray job logs --follow --address {address} {job_id}")
+    print(f"follow logs: {auth.cli_prefix()}ray job logs --follow --address {address} {job_id}")
     if not wait:
         return job_id, None
     deadline = time.time() + timeout_s
@@ -77,3 +112,15 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     status = status.split(".")[-1]
     print(f"{job_id}: {status}")
     return job_id, status
+
+
+def _say_about_secrets(forward_secrets: bool) -> None:
+    names = ", ".join(secrets_in_env())
+    if not names:
+        return
+    if forward_secrets:
+        print(f"vlv-ray: warning: forwarding {names} to the job: the values will be visible in "
+              f"{SECRET_VISIBILITY}", file=sys.stderr)
+    else:
+        print(f"vlv-ray: not forwarding {names}: the cluster's nodes supply credentials "
+              "(instance profile, workload identity); --forward-secrets sends these instead", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""What the driver checks before it spends money: each failure is one line naming the key.
+
+In order of cost: the stage-1 export a stage-2 job starts from; the run directory is
+writable and no other driver holds it (the lease, which is itself the write probe); a
+resumed checkpoint was written under the same settings; and, once Ray is up, the cluster
+can place every worker within `scaling.placement_timeout_s`. Without the last check Ray
+Train waits for resources forever, whatever `checkpoint.max_failures` says.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vlv_ray import storage
+from vlv_ray.config import ConfigError, JobConfig
+from vlv_ray.storage import StorageError
+
+
+def _kw(cfg: JobConfig) -> dict[str, Any]:
+    return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+
+
+def stage1_export(cfg: JobConfig) -> None:
+    """Stage 2 builds its encoder from `model.stage1`: it must be a stage-1 export."""
+    if cfg.stage != 2:
+        return
+    from vlv_ray.models import export
+
+    try:
+        uri = export.resolve(cfg.model.stage1, **_kw(cfg))
+        meta = storage.read_json(storage.join(uri, export.META_FILE), **_kw(cfg))
+    except export.ExportError as e:
+        raise ConfigError(f"model.stage1: {e}") from None
+    except ValueError:
+        raise ConfigError(f"model.stage1: {uri}/{export.META_FILE} is not valid JSON") from None
+    if meta.get("kind") != "vlv-stage1":
+        raise ConfigError(f"model.stage1: {uri} is a {meta.get('kind')!r} export, expected a stage-1 export")
+    if meta.get("resolution") != cfg.data.resolution:
+        raise ConfigError(f"data.resolution: got {cfg.data.resolution}, but the stage-1 export {uri} "
+                          f"was trained at {meta.get('resolution')}")
+
+
+def take_lease(cfg: JobConfig, run: str, say=print):
+    """Hold the run; a storage_path that cannot be written is one line, not a traceback."""
+    from vlv_ray.train.lease import Lease
+
+    lease = Lease(run, cfg.checkpoint.lease_timeout_s, **_kw(cfg))
+    try:
+        return lease.acquire(say=say)
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:
+        raise StorageError(f"storage_path={cfg.storage_path}: cannot write the run directory {run} "
+                           f"({e.strerror or type(e).__name__}); expected a writable directory or bucket") from None
+    except OSError as e:
+        first = storage.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__
+        raise StorageError(f"storage_path={cfg.storage_path}: cannot write the run directory {run} ({first})") from None
+
+
+def resume_settings(cfg: JobConfig, *, allow_changes: bool, say=print) -> None:
+    """Compare the checkpoint a resume will start from with this job's settings."""
+    from vlv_ray.train import checkpoint
+
+    found = checkpoint.newest_verified(cfg, clean=True, say=say)
+    if found is None:
+        return
+    uri, state = found
+    changes = checkpoint.check_settings(cfg, state, uri, allow_changes=allow_changes)
+    if changes:
+        where = checkpoint.record_history(cfg, {"time": time.time(), "event": "resumed with changed settings",
+                                                "step": state.get("step"), "changes": changes})
+        say(f"[vlv-ray] resuming step {state.get('step')} with changed settings "
+            f"({', '.join(changes)}); recorded in {where}", flush=True)
+
+
+def placeable(cfg: JobConfig, resources: dict[str, float]) -> None:
+    """Every worker's bundle placed within the timeout, or one line saying what the cluster has."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    n, timeout = cfg.scaling.num_workers, cfg.scaling.placement_timeout_s
+    pg = placement_group([dict(resources)] * n, strategy="PACK")
+    try:
+        ready = pg.wait(timeout_seconds=timeout)
+    finally:
+        remove_placement_group(pg)
+    if not ready:
+        have = ray.cluster_resources()
+        has = ", ".join(f"{k} {have.get(k, 0):g}" for k in resources)
+        want = ", ".join(f"{k} {v:g}" for k, v in resources.items())
+        raise ConfigError(f"scaling.num_workers: {n} workers × ({want}) could not be placed within "
+                          f"scaling.placement_timeout_s={timeout:g}s; the cluster has {has} in all "
+                          f"(lower scaling.num_workers or cpus_per_worker, or add nodes)")
