@@ -81,6 +81,14 @@ class ModelConfig:
     stage1: str | None = None  # the stage-1 export (`<run>/export/stage1`, or the run directory)
     train_encoder: bool = True  # train the VLV encoder too (the paper's best: FID 6.64 vs 7.55)
     max_caption_tokens: int = field(default=300, metadata=_range(1))  # captions are cut here, end-of-text kept
+    # Speed: how the same maths runs (benchmarks/bench_step.py measures each; vlv_ray/models/speed.py applies them).
+    frozen_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # frozen SD / CLIP text; auto = deepspeed.precision
+    attention: Literal["sdpa", "eager"] = "sdpa"  # sdpa dispatches to flash / memory-efficient kernels on GPUs
+    # Recompute activations in the backward pass of these modules (memory for time). The public
+    # code checkpoints the UNet; at 384 px on an 80 GB GPU nothing needs it.
+    gradient_checkpointing: list[Literal["unet", "encoder", "llm"]] = field(default_factory=list)
+    channels_last: bool = False  # NHWC convolutions in the UNet and VAE (faster tensor-core convs on GPUs)
+    compile: list[Literal["unet", "vae", "text_encoder", "encoder", "llm"]] = field(default_factory=list)  # torch.compile these
 
 
 @dataclass
@@ -205,6 +213,12 @@ class JobConfig:
             )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ConfigError("deepspeed.precision: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
+        if self.model.frozen_dtype == "fp16" and not self.scaling.use_gpu:
+            raise ConfigError("model.frozen_dtype: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
+        for key in ("gradient_checkpointing", "compile"):
+            names = getattr(self.model, key)
+            if len(set(names)) != len(names):
+                raise ConfigError(f"model.{key}: got {names!r}, expected each module at most once")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
         for i, cb in enumerate(self.callbacks):
@@ -236,6 +250,10 @@ class JobConfig:
         for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling",
                   "callbacks"):
             d.pop(k, None)
+        for k in SPEED_ONLY_KEYS:  # how the maths runs, not what it is: a resume may change them
+            d["model"].pop(k, None)
+        if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
+            d["model"].pop("frozen_dtype")
         return d
 
     def config_hash(self) -> str:
@@ -243,6 +261,9 @@ class JobConfig:
 
 
 _CALLBACK_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+# Model keys that change speed and memory only (up to floating-point rounding order).
+SPEED_ONLY_KEYS = ("attention", "gradient_checkpointing", "channels_last", "compile")
 
 
 def _redact(d: Any) -> Any:

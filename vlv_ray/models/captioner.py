@@ -51,9 +51,12 @@ class Captioner(nn.Module):
 
     def inputs(self, prefix_embeds: torch.Tensor, captions: list[str]):
         """(inputs_embeds, attention_mask, labels) for teacher forcing: prefix ++ caption ++ eos."""
+        return self.inputs_from_tokens(prefix_embeds, *self.targets(captions))
+
+    def inputs_from_tokens(self, prefix_embeds: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+        """`inputs` for captions already tokenized (`targets`' output; the step benchmark's path)."""
         prefix = self.projector(prefix_embeds.to(self.projector[0].weight.dtype))
         b, n = prefix.shape[:2]
-        tokens, mask = self.targets(captions)
         tokens, mask = tokens.to(prefix.device), mask.to(prefix.device)
         embeds = torch.cat([prefix, self.llm.get_input_embeddings()(tokens).to(prefix.dtype)], dim=1)
         attention = torch.cat([torch.ones((b, n), dtype=mask.dtype, device=mask.device), mask], dim=1)
@@ -63,7 +66,10 @@ class Captioner(nn.Module):
 
     def loss(self, prefix_embeds: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Mean cross-entropy over caption tokens and end-of-text (the LM shifts labels itself)."""
-        embeds, attention, labels = self.inputs(prefix_embeds, captions)
+        return self.loss_from_tokens(prefix_embeds, *self.targets(captions))
+
+    def loss_from_tokens(self, prefix_embeds: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        embeds, attention, labels = self.inputs_from_tokens(prefix_embeds, tokens, mask)
         return self.llm(inputs_embeds=embeds, attention_mask=attention, labels=labels).loss
 
     @torch.no_grad()

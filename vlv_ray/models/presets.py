@@ -87,18 +87,19 @@ def build_tiny_diffusion(resolution: int) -> FrozenDiffusion:
 
 def build_stage1(preset: str, *, num_queries: int = 77, resolution: int, florence_path: str | None = None,
                  sd_path: str | None = None, train_vision_tower: bool = False,
-                 seed: int = 0, empty: bool = False) -> tuple[VLVEncoder, FrozenDiffusion]:
+                 seed: int = 0, empty: bool = False, device: str = "meta") -> tuple[VLVEncoder, FrozenDiffusion]:
     """(trainable encoder, frozen decoder). Tiny weights are a pure function of `seed`.
 
-    `empty=True`: the same modules on the meta device, built from configs alone (no
-    weights read or allocated, no download): shapes and parameter counts only.
+    `empty=True`: the same modules built from configs alone (no weights read, no
+    download) on `device`: the meta device (nothing allocated: shapes and parameter
+    counts only), or a real one, randomly initialised (the step benchmark at paper sizes).
     """
     from transformers import Florence2ForConditionalGeneration
 
     if empty:
         return _build_stage1_empty(preset, num_queries=num_queries, resolution=resolution,
                                    florence_path=florence_path, sd_path=sd_path,
-                                   train_vision_tower=train_vision_tower, seed=seed)
+                                   train_vision_tower=train_vision_tower, seed=seed, device=device)
     if preset == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -189,12 +190,12 @@ def paper_configs_for(florence: str | None = None, stable_diffusion: str | None 
 
 
 def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, florence_path: str | None,
-                        sd_path: str | None, train_vision_tower: bool, seed: int):
+                        sd_path: str | None, train_vision_tower: bool, seed: int, device: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, Florence2ForConditionalGeneration
 
     if preset == "tiny":
-        with torch.device("meta"):
+        with torch.device(device):
             return build_stage1("tiny", num_queries=num_queries, resolution=resolution,
                                 train_vision_tower=train_vision_tower, seed=seed)
     if preset != "paper":
@@ -202,7 +203,7 @@ def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, flore
     cfgs = paper_configs_for(florence_path, sd_path, None)
     florence_cfg, (vae, text, unet) = cfgs["florence"][0], cfgs["stable_diffusion"][0]
     scheduler = sd_scheduler()  # plain tensors, no parameters: built off the meta device
-    with torch.device("meta"):
+    with torch.device(device):
         decoder = FrozenDiffusion(AutoencoderKL.from_config(vae), CLIPTextModel(text),
                                   UNet2DConditionModel.from_config(unet), scheduler)
         florence = Florence2ForConditionalGeneration(florence_cfg).model  # lm_head (tied) not kept
@@ -212,8 +213,8 @@ def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, flore
     return encoder, decoder
 
 
-def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0):
-    """Stage 2's CaptionModel on the meta device, from configs alone (see build_stage1)."""
+def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0, device: str = "meta"):
+    """Stage 2's CaptionModel from configs alone, on `device` (see build_stage1)."""
     from types import SimpleNamespace
 
     from transformers import AutoModelForCausalLM
@@ -223,13 +224,13 @@ def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0
 
     prefix_dim = text_encoder.config.hidden_size
     if cfg_model.preset == "tiny":
-        with torch.device("meta"):
+        with torch.device(device):
             captioner = tiny_captioner(prefix_dim=prefix_dim, seed=seed)
     else:
         config = paper_configs_for(llm=cfg_model.llm)["llm"][0]
         # No tokenizer offline: the config's token ids stand in (a meta model never tokenizes).
         tokenizer = SimpleNamespace(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
-        with torch.device("meta"):
+        with torch.device(device):
             captioner = Captioner(AutoModelForCausalLM.from_config(config), tokenizer, prefix_dim=prefix_dim)
     return CaptionModel(encoder, text_encoder, captioner, train_encoder=cfg_model.train_encoder)
 

@@ -13,6 +13,7 @@ import torch
 from vlv_ray.config import JobConfig
 from vlv_ray.data.latents import vae_digest
 from vlv_ray.grid import side_by_side
+from vlv_ray.models import speed
 from vlv_ray.models.presets import build_stage1
 from vlv_ray.train.stage import Stage, eval_mode
 
@@ -32,8 +33,9 @@ class Stage1(Stage):
 
             self.tokenizer = CLIPTokenizer.from_pretrained(m.stable_diffusion, subfolder="tokenizer")
         self.trainable = encoder
-        self.vae_digest = vae_digest(decoder.vae)
-        self.decoder = decoder.to(device=device, dtype=cfg.deepspeed.torch_dtype)
+        self.vae_digest = vae_digest(decoder.vae)  # which latent cache, if any, matches this VAE
+        self.decoder = decoder.to(device=device, dtype=speed.frozen_dtype(m, cfg.deepspeed.precision))
+        speed.apply(m, speed.stage1_modules(encoder, self.decoder))
 
     def evaluate(self, engine, batch: dict[str, Any]) -> dict[str, Any]:
         """Reconstructions of the batch's first images (CFG sampling)."""

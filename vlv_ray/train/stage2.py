@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vlv_ray.config import JobConfig
-from vlv_ray.models import export
+from vlv_ray.models import export, speed
 from vlv_ray.models.caption_model import build_caption_model
 from vlv_ray.train.stage import Stage, eval_mode
 
@@ -25,9 +25,10 @@ class Stage2(Stage):
         if self.stage1_meta["resolution"] != cfg.data.resolution:
             raise ValueError(f"data.resolution: got {cfg.data.resolution}, but the stage-1 export "
                              f"{cfg.model.stage1} was trained at {self.stage1_meta['resolution']}")
-        text_encoder = decoder.text_encoder.to(cfg.deepspeed.torch_dtype)
+        text_encoder = decoder.text_encoder.to(speed.frozen_dtype(cfg.model, cfg.deepspeed.precision))
         del decoder  # the VAE and UNet are not needed to caption
         self.trainable = build_caption_model(cfg.model, encoder, text_encoder, seed=cfg.seed)
+        speed.apply(cfg.model, speed.stage2_modules(self.trainable))
         self.trainable.captioner.max_caption_tokens = cfg.model.max_caption_tokens
         self.tokenizer = self.trainable.captioner.tokenizer
         self.max_tokens = cfg.model.max_caption_tokens
