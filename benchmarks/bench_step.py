@@ -125,7 +125,7 @@ def build(stage: int, cfg, device: torch.device, cached: bool):
     text = decoder.text_encoder.to(dtype=frozen)
     del decoder
     if m.preset == "tiny":
-        from vlv_ray.train.stage2 import build_caption_model
+        from vlv_ray.models.caption_model import build_caption_model
 
         model = build_caption_model(m, encoder, text, seed=0).to(device)
     else:
