@@ -5,7 +5,7 @@ Five attributes, each named in the caption by a fixed grammar:
     "<count> <size> <colour> <shape>[s] at the <vertical> <horizontal>"
     e.g. "two small red circles at the top left", "one large blue square at the bottom right"
 
-The background is a random dull colour with a vertical gradient and pixel noise, never
+The background is a random dull colour with a vertical gradient and faint noise, never
 named in the caption, so a model cannot read the answer off a constant backdrop and a
 reconstruction has something besides the shapes to get right. Everything is a pure
 function of (seed, index): any image can be regenerated alone, and held-out images come
@@ -79,7 +79,7 @@ def _background(rng: random.Random) -> np.ndarray:
     base = np.array([rng.randrange(25, 120) for _ in range(3)], dtype=np.float32)
     tilt = np.array([rng.uniform(-30, 30) for _ in range(3)], dtype=np.float32)
     ramp = np.linspace(-0.5, 0.5, SIZE, dtype=np.float32)[:, None, None] * tilt
-    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, 6, (SIZE, SIZE, 3)).astype(np.float32)
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, 2, (SIZE, SIZE, 3)).astype(np.float32)
     return np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
 
 
