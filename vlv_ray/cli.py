@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the miniature world: stage 1 → stage 2 → captions, reconstructions, metrics")
     demo.add_argument("--workdir", default="vlv-demo", help="where images, shards and runs go (default: %(default)s)")
-    demo.add_argument("--images", type=int, default=4000, help="stage-1 images; 10%% of them get captions for "
+    demo.add_argument("--images", type=int, default=6000, help="stage-1 images; 10%% of them get captions for "
                       "stage 2 (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="end with the metrics as one JSON line")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20")

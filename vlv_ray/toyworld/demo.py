@@ -37,8 +37,9 @@ def _train(job: str, overrides: list[str]) -> tuple[dict, float]:
     return {**(result.metrics or {}), "workers": cfg.scaling.num_workers}, time.time() - t0
 
 
-def run(workdir: str | Path = "vlv-demo", *, images: int = 4000, paired_fraction: float = 0.1, held_out: int = 500,
-        stage1_overrides: list[str] | None = None, compare: bool = True) -> dict:
+def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction: float = 0.1, held_out: int = 500,
+        stage1_overrides: list[str] | None = None, stage2_overrides: list[str] | None = None,
+        compare: bool = True) -> dict:
     """Run the demo in `workdir`; return the metrics (also written to `workdir/metrics.json`)."""
     t_start = time.time()
     work = Path(workdir).resolve()
@@ -64,7 +65,7 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 4000, paired_fraction
     stage1 = runs / s1_name / "export" / "stage1"
     s2_name = f"toy-stage2-{stamp}"
     s2, timings["stage2_s"] = _train("toy-stage2.yaml", [f"name={s2_name}", f"data.uri={data2}", *common,
-                                                          f"model.stage1={stage1}"])
+                                                          f"model.stage1={stage1}", *(stage2_overrides or [])])
     baseline = None
     if compare:
         untrained = evaluate.untrained_stage1(runs / f"no-stage1-{stamp}", num_queries=16, resolution=world.SIZE,
@@ -72,7 +73,8 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 4000, paired_fraction
         b_name = f"toy-stage2-no-stage1-{stamp}"
         _say(f"the same stage 2 on an encoder that skipped stage 1 ({untrained})")
         baseline, timings["stage2_no_stage1_s"] = _train(
-            "toy-stage2.yaml", [f"name={b_name}", f"data.uri={data2}", *common, f"model.stage1={untrained}"])
+            "toy-stage2.yaml", [f"name={b_name}", f"data.uri={data2}", *common, f"model.stage1={untrained}",
+                                *(stage2_overrides or [])])
 
     t0 = time.time()
     x, truth = evaluate.held_out(held_out)

@@ -37,7 +37,7 @@ def caption_accuracy(stage2_uri: str, images: np.ndarray, truth: list[dict[str, 
 
 
 @torch.no_grad()
-def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = 20, guidance: float = 2.0, seed: int = 0,
+def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = 20, guidance: float = 3.0, seed: int = 0,
                     batch: int = 128, **kw) -> np.ndarray:
     """The teacher's CFG samples from each image's stage-1 caption embeddings (uint8 like `images`)."""
     from vlv_ray.models import export

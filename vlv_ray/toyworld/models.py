@@ -34,6 +34,16 @@ def teacher_path(sd_path: str | None) -> str:
     return sd_path or str(TEACHER_DIR)
 
 
+def _quiet_loaders() -> None:
+    """The teacher loads in a fraction of a second: no per-file progress bars and no advice
+    to install `accelerate` on every worker's terminal."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, train_vision_tower: bool, seed: int):
     """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`."""
     from transformers import Florence2ForConditionalGeneration
@@ -41,6 +51,7 @@ def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, trai
     from vlv_ray.models.decoder import FrozenDiffusion
     from vlv_ray.models.encoder import VLVEncoder
 
+    _quiet_loaders()
     decoder = FrozenDiffusion.from_pretrained(teacher_path(sd_path))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

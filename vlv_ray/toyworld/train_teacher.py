@@ -114,8 +114,14 @@ def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
 
 def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Tensor], ids: torch.Tensor,
                    empty_ids: torch.Tensor, *, steps: int, batch: int, seed: int, lr: float = 1.5e-3,
-                   log=print) -> list[float]:
-    """Text encoder + UNet on the noise-prediction loss; returns the per-step losses."""
+                   min_snr_gamma: float = 0.0, log=print) -> list[float]:
+    """Text encoder + UNet on the noise-prediction loss; returns the per-step losses.
+
+    `min_snr_gamma` > 0 weights each sample by min(SNR, γ)/SNR (Hang et al. 2023): the
+    low-noise steps, which only refine texture, count less, and the layout (where, what
+    shape) that the caption decides is learned sooner.
+    """
+    snr_all = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
     g = torch.Generator().manual_seed(seed)
     params = list(text.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -134,7 +140,11 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
         noise = torch.randn(x0.shape, generator=g)
         cond = text(input_ids=cond_ids).last_hidden_state
         pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, noise)
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if min_snr_gamma > 0:
+            snr = snr_all[t]
+            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr
+        loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -148,7 +158,8 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
     return losses
 
 
-def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: int, seed: int, log=print) -> dict:
+def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: int, seed: int,
+          min_snr_gamma: float = 0.0, log=print) -> dict:
     from vlv_ray.models.decoder import FrozenDiffusion
     from vlv_ray.models.presets import sd_scheduler
 
@@ -167,12 +178,12 @@ def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: i
     ids = caption_ids(tokenizer, [world.caption_of(a) for a in attrs])
     empty = caption_ids(tokenizer, [""])
     losses = train_denoiser(text, unet, scheduler, (mean * s, std * s), ids, empty, steps=unet_steps,
-                            batch=batch, seed=seed + 1, log=log)
+                            batch=batch, seed=seed + 1, min_snr_gamma=min_snr_gamma, log=log)
     teacher = FrozenDiffusion(vae, text, unet, scheduler)
     teacher.save_pretrained(out)
     tokenizer.save_pretrained(out / "tokenizer")
     record = {"seed": seed, "world_seed": TEACHER_SEED, "images": n_images, "vae_steps": vae_steps,
-              "unet_steps": unet_steps, "batch": batch, "scaling_factor": s, "final_loss": float(np.mean(losses[-100:])),
+              "unet_steps": unet_steps, "batch": batch, "min_snr_gamma": min_snr_gamma, "scaling_factor": s, "final_loss": float(np.mean(losses[-100:])),
               "seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads()}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     log(f"[teacher] saved to {out} ({record['seconds']}s)")
@@ -187,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet-steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-snr-gamma", type=float, default=0.0, help="0: the plain SD loss")
     a = p.parse_args(argv)
     train(Path(a.out), n_images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps, batch=a.batch,
-          seed=a.seed, log=lambda m: print(m, flush=True))
+          seed=a.seed, min_snr_gamma=a.min_snr_gamma, log=lambda m: print(m, flush=True))
     return 0
 
 
