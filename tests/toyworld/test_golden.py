@@ -30,8 +30,8 @@ LINE = re.compile(r"step (\d+)/(\d+) \| loss ([0-9.]+)")
 
 def _losses(job: str, ray_head, overrides: list[str]) -> list[float]:
     r = subprocess.run(
-        [sys.executable, "-m", "vlv_ray.cli", "train", job, "--local", f"max_steps={STEPS}", "logging.every_steps=1",
-         "optim.warmup_steps=2", "data.batch_size=8", *overrides],
+        [sys.executable, "-m", "vlv_ray.cli", "train", job, f"max_steps={STEPS}", "logging.every_steps=1",
+         "optim.warmup_steps=2", "data.batch_size=8", *overrides, "--local"],
         cwd=REPO, env={**os.environ, "RAY_ADDRESS": ray_head.address}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     found = {int(m[1]): float(m[3]) for m in LINE.finditer(r.stdout + r.stderr)}
