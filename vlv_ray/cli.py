@@ -163,6 +163,9 @@ def cmd_demo(args) -> int:
 
     metrics = demo.run(args.workdir, images=args.images, stage1_overrides=args.overrides)
     if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
         print(json.dumps(metrics))
     return 0
 
