@@ -170,47 +170,16 @@ def cmd_submit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The whole method in miniature on a local Ray cluster: synthetic captioned images →
-    shards → stage 1 (images only) → stage 2 (captions) → reconstructions and captions."""
-    from vlv_ray import storage
-    from vlv_ray.data import shards, synthetic
-    from vlv_ray.infer.caption import caption
-    from vlv_ray.infer.reconstruct import reconstruct
-    from vlv_ray.train import launch
+    """The whole method in the miniature world on a local Ray cluster (vlv_ray/toyworld/demo.py)."""
+    from vlv_ray.toyworld import demo
 
-    work = Path(args.workdir).resolve()
-    images, data = work / "images", work / "data"
-    storage.check_writable(str(work))  # before minutes of work, not after
-    if not images.is_dir():
-        synthetic.write_images(images, n=args.images, seed=0, captions=work / "captions.jsonl")
-        print(f"[demo] generated {args.images} images with captions in {images}")
-    if not (data / "manifest.json").is_file():
-        shards.prepare(str(images), str(data), shard_rows=32, captions=str(work / "captions.jsonl"))
-    name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    runs = work / "runs"
-    cfg = load_job(PACKAGED_JOBS / "tiny.yaml", [f"name={name}", f"data.uri={data}", f"storage_path={runs}",
-                                              *args.overrides])
-    print(f"[demo] stage 1 (images only) {cfg.name}: {cfg.max_steps} steps, {cfg.scaling.num_workers} workers, "
-          f"ZeRO-{cfg.deepspeed.zero_stage}, storage {cfg.storage_path}")
-    status = _report_result(launch.run(cfg), cfg)
-    if status or args.stage1_only:
-        return status
-    stage1 = runs / name / "export" / "stage1"
-    cfg2 = load_job(PACKAGED_JOBS / "tiny-stage2.yaml", [f"name={name}-stage2", f"data.uri={data}",
-                                                      f"storage_path={runs}", f"model.stage1={stage1}"])
-    print(f"[demo] stage 2 (captions) {cfg2.name}: {cfg2.max_steps} steps from {stage1}")
-    status = _report_result(launch.run(cfg2), cfg2)
-    if status:
-        return status
-    sample = [str(p) for p in sorted(images.iterdir())[:4]]
-    grid = reconstruct(str(stage1), sample, out=str(work / "reconstructions.png"), steps=10, guidance=2.0,
-                       progress=False)
-    print(f"[demo] reconstructions: {grid['out']} (originals beside reconstructions from their caption embeddings)")
-    for r in caption(str(runs / cfg2.name), sample, out=str(work / "captions-generated.jsonl"), beams=2,
-                     max_new_tokens=30, progress=False):
-        print(f"[demo] caption {Path(r['image']).name}: {r['caption']}")
-    print("[demo] tiny models, random initial weights, seconds of training: expect grammatical captions that "
-          "end by themselves, not ones that match the image; the reconstructions are blurs")
+    metrics = demo.run(args.workdir, images=args.images, stage1_overrides=args.overrides,
+                       stage1_only=args.stage1_only)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(metrics))
     return 0
 
 
@@ -264,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlv-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="stage 1 → stage 2 → reconstruct + caption, tiny, on a local Ray cluster")
+    demo = sub.add_parser("demo", help="the miniature world: stage 1 → stage 2 → captions, reconstructions, metrics")
     demo.add_argument("--workdir", default="vlv-demo", help="where images, shards and runs go (default: %(default)s)")
-    demo.add_argument("--images", type=int, default=64, help="how many images to generate (default: %(default)s)")
-    demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1")
+    demo.add_argument("--images", type=int, default=6000, help="stage-1 images; 10%% of them get captions for "
+                      "stage 2 (default: %(default)s)")
+    demo.add_argument("--json", action="store_true", help="end with the metrics as one JSON line")
+    demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1 and its export (a quick check)")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20")
     demo.set_defaults(fn=cmd_demo)
 

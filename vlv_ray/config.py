@@ -71,7 +71,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: Literal["tiny", "paper"] = "paper"
+    preset: Literal["tiny", "paper", "toy"] = "paper"  # toy: the miniature world (vlv_ray/toyworld)
     florence: str | None = None  # path or hub id of Florence-2 (paper preset)
     stable_diffusion: str | None = None  # path or hub id of SD 2.1-base (paper preset)
     llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)

@@ -51,6 +51,10 @@ def build_caption_model(cfg_model, encoder, text_encoder, *, seed: int = 0) -> C
     prefix_dim = text_encoder.config.hidden_size
     if cfg_model.preset == "tiny":
         captioner = cap.tiny_captioner(prefix_dim=prefix_dim, seed=seed)
+    elif cfg_model.preset == "toy":  # the miniature world's LM (vlv_ray/toyworld)
+        from vlv_ray.toyworld.models import toy_captioner
+
+        captioner = toy_captioner(prefix_dim=prefix_dim, seed=seed)
     else:
         captioner = cap.Captioner.from_llm(cfg_model.llm, prefix_dim=prefix_dim)
     return CaptionModel(encoder, text_encoder, captioner, train_encoder=cfg_model.train_encoder)

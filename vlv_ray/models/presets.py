@@ -17,7 +17,7 @@ import torch
 from vlv_ray.models.decoder import FrozenDiffusion
 from vlv_ray.models.encoder import MORE_DETAILED_CAPTION, VLVEncoder
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "paper", "toy")
 PAPER_FLORENCE_IMAGE_SIZE = 768  # Florence-2's processor input size
 TINY_IMAGE_TOKEN_ID = 63
 TINY_PROMPT_IDS = [0, 10, 11, 12, 13, 2]  # <s> four prompt tokens </s>; no tokenizer needed
@@ -108,6 +108,11 @@ def build_stage1(preset: str, *, num_queries: int = 77, resolution: int, florenc
             encoder = VLVEncoder(florence, TINY_PROMPT_IDS, image_size=resolution, num_queries=num_queries,
                                  out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
         return encoder, decoder
+    if preset == "toy":  # the miniature world: the committed teacher + a small encoder (vlv_ray/toyworld)
+        from vlv_ray.toyworld import models as toy
+
+        return toy.build_stage1(num_queries=num_queries, resolution=resolution, sd_path=sd_path,
+                                train_vision_tower=train_vision_tower, seed=seed)
     if preset == "paper":
         if florence_path is None:
             raise ModelBuildError("model.florence: required for preset 'paper' (a local path or hub id)")
@@ -194,6 +199,9 @@ def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, flore
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, Florence2ForConditionalGeneration
 
+    if preset == "toy":  # small enough to build for real (the teacher's weights are in the package)
+        return build_stage1("toy", num_queries=num_queries, resolution=resolution, sd_path=sd_path,
+                            train_vision_tower=train_vision_tower, seed=seed)
     if preset == "tiny":
         with torch.device(device):
             return build_stage1("tiny", num_queries=num_queries, resolution=resolution,
@@ -226,6 +234,10 @@ def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0
     if cfg_model.preset == "tiny":
         with torch.device(device):
             captioner = tiny_captioner(prefix_dim=prefix_dim, seed=seed)
+    elif cfg_model.preset == "toy":
+        from vlv_ray.toyworld.models import toy_captioner
+
+        captioner = toy_captioner(prefix_dim=prefix_dim, seed=seed)
     else:
         config = paper_configs_for(llm=cfg_model.llm)["llm"][0]
         # No tokenizer offline: the config's token ids stand in (a meta model never tokenizes).
@@ -297,6 +309,8 @@ def param_counts(cfg) -> dict:
         modules = count_parts(model, CAPTION_PARTS)
     if m.preset == "tiny":
         configs = {"all": "tiny preset (vlv_ray.models.presets)"}
+    elif m.preset == "toy":
+        configs = {"all": "toy preset (vlv_ray.toyworld.models; teacher from model.stable_diffusion or the package)"}
     else:
         srcs = paper_configs_for(m.florence, m.stable_diffusion, m.llm if cfg.stage == 2 else None)
         configs = {k: v[1] for k, v in srcs.items() if cfg.stage == 2 or k != "llm"}

@@ -1,0 +1,112 @@
+"""The numbers that say whether the method learned, on held-out world images.
+
+- caption attribute accuracy: a stage-2 export captions the images, `world.parse_caption`
+  reads the attributes back, each is compared with the truth (per attribute, overall);
+- reconstruction attribute accuracy: the stage-1 encoder's caption embeddings → the frozen
+  teacher (CFG sampling) → the attribute reader, compared with the truth;
+- the teacher's own accuracy: its samples from the true captions, read by the reader;
+- an untrained stage-1 export, for stage 2 without stage 1 (the paper's Table 7).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlv_ray.toyworld import reader as attribute_reader
+from vlv_ray.toyworld import world
+
+
+def held_out(n: int, seed: int = attribute_reader.HELD_OUT_SEED) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """n images of a world seed used by no training set (uint8 [n, 32, 32, 3]) and their attributes."""
+    return world.arrays(seed, n)
+
+
+def caption_accuracy(stage2_uri: str, images: np.ndarray, truth: list[dict[str, str]], *, batch: int = 128,
+                     beams: int = 1, **kw) -> tuple[dict[str, float], list[str]]:
+    from vlv_ray.models import export
+
+    model, _ = export.load_stage2(stage2_uri, **kw)
+    captions: list[str] = []
+    for i in range(0, len(images), batch):
+        captions += model.caption(torch.from_numpy(images[i:i + batch]), max_new_tokens=14, num_beams=beams)
+    parsed = [world.parse_caption(c) for c in captions]
+    return attribute_reader.accuracy(parsed, truth), captions
+
+
+@torch.no_grad()
+def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = 20, guidance: float = 3.0, seed: int = 0,
+                    batch: int = 128, **kw) -> np.ndarray:
+    """The teacher's CFG samples from each image's stage-1 caption embeddings (uint8 like `images`)."""
+    from vlv_ray.models import export
+
+    encoder, decoder, meta = export.load_stage1(stage1_uri, **kw)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch])
+        cond = decoder.condition(encoder(x))
+        out.append(decoder.sample(cond, decoder.empty_prompt(len(x)), steps=steps, guidance=guidance, generator=g,
+                                  resolution=meta["resolution"]).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def teacher_samples(sd_path: str, attrs: list[dict[str, str]], *, steps: int = 20, guidance: float = 3.0,
+                    seed: int = 0, batch: int = 128) -> np.ndarray:
+    """The teacher's text-to-image samples for the captions of `attrs`."""
+    from vlv_ray.models.decoder import FrozenDiffusion
+    from vlv_ray.toyworld import tokens
+    from vlv_ray.toyworld.train_teacher import caption_ids
+
+    teacher = FrozenDiffusion.from_pretrained(sd_path)
+    tok = tokens.clip_tokenizer()
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(attrs), batch):
+        chunk = attrs[i:i + batch]
+        ids = caption_ids(tok, [world.caption_of(a) for a in chunk])
+        cond = teacher.text_encoder(input_ids=ids).last_hidden_state
+        out.append(teacher.sample(cond, teacher.empty_prompt(len(chunk), tok), steps=steps, guidance=guidance,
+                                  generator=g).numpy())
+    return np.concatenate(out)
+
+
+def read_accuracy(images: np.ndarray, truth: list[dict[str, str]], reader=None) -> dict[str, float]:
+    reader = reader or attribute_reader.load()
+    return attribute_reader.accuracy(reader.read(images), truth)
+
+
+def untrained_stage1(out: str | Path, *, num_queries: int, resolution: int, seed: int = 0,
+                     sd_path: str | None = None) -> str:
+    """A stage-1 export of the encoder as stage 1 would start it (same seed), never trained:
+    stage 2 from here is stage 2 without stage 1."""
+    from vlv_ray.models import export
+    from vlv_ray.models.presets import build_stage1
+
+    encoder, _ = build_stage1("toy", num_queries=num_queries, resolution=resolution, sd_path=sd_path, seed=seed)
+    tensors = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
+    meta = {"kind": "vlv-stage1", "preset": "toy", "num_queries": num_queries, "resolution": resolution,
+            "seed": seed, "florence": None, "stable_diffusion": sd_path, "train_vision_tower": False,
+            "step": 0, "config_hash": "untrained", "job": "no-stage1"}
+    return export.save(str(out), tensors, meta)
+
+
+def grid(columns: list[np.ndarray], *, rows: int, scale: int = 4) -> Image.Image:
+    """Images side by side: each of `columns` (uint8 [n, H, W, 3]) is a column; `rows` images each."""
+    cols = [np.concatenate(list(c[:rows]), axis=0) for c in columns]
+    im = Image.fromarray(np.concatenate(cols, axis=1))
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
+
+def pairs_grid(originals: np.ndarray, others: np.ndarray, *, n: int = 16, per_row: int = 8,
+               scale: int = 4) -> Image.Image:
+    """n (original, other) pairs, `per_row` pairs to a row: originals beside their reconstructions."""
+    pairs = [np.concatenate([o, r], axis=1) for o, r in zip(originals[:n], others[:n])]
+    rows = [np.concatenate(pairs[i:i + per_row], axis=1) for i in range(0, len(pairs), per_row)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    im = Image.fromarray(np.concatenate(rows, axis=0))
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)

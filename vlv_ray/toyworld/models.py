@@ -1,0 +1,85 @@
+"""The `toy` preset's models: the committed teacher as the frozen decoder, a small Florence-2
+encoder and a tiny Qwen2-class caption LM, both from seeded random weights.
+
+The teacher is loaded through `FrozenDiffusion.from_pretrained` from `model.stable_diffusion`
+(default: the committed `assets/teacher`), the same call that loads SD 2.1. Its CLIP
+context is 16 tokens, so the toy world's "77 queries" are 16.
+"""
+from __future__ import annotations
+
+import torch
+
+from vlv_ray.toyworld.train_teacher import TEACHER_DIR
+
+NUM_QUERIES = 16  # = the teacher's CLIP context (tokens.MAX_TEXT_TOKENS)
+PROMPT_IDS = [0, 10, 11, 12, 13, 2]  # <s> four prompt tokens </s>, as in the tiny preset
+
+
+def florence2_config():
+    """Florence-2's classes, small: DaViT 32 px → 4 × 4 tokens (+1 pooled), BART of width 64."""
+    from transformers import BartConfig, Florence2Config, Florence2VisionConfig
+
+    vision = Florence2VisionConfig(
+        depths=(1, 1), patch_size=(7, 3), patch_stride=(4, 2), patch_padding=(3, 1),
+        patch_prenorm=(False, True), embed_dim=(32, 64), num_heads=(2, 4), num_groups=(2, 4),
+        window_size=2, drop_path_rate=0.0, projection_dim=64, max_position_embeddings=32)
+    text = BartConfig(
+        vocab_size=64, d_model=64, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
+        dropout=0.0)
+    return Florence2Config(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=63)
+
+
+def teacher_path(sd_path: str | None) -> str:
+    return sd_path or str(TEACHER_DIR)
+
+
+def _quiet_loaders() -> None:
+    """The teacher loads in a fraction of a second: no per-file progress bars and no advice
+    to install `accelerate` on every worker's terminal."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, train_vision_tower: bool, seed: int):
+    """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`."""
+    from transformers import Florence2ForConditionalGeneration
+
+    from vlv_ray.models.decoder import FrozenDiffusion
+    from vlv_ray.models.encoder import VLVEncoder
+
+    _quiet_loaders()
+    decoder = FrozenDiffusion.from_pretrained(teacher_path(sd_path))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        florence = Florence2ForConditionalGeneration(florence2_config()).model
+        encoder = VLVEncoder(florence, PROMPT_IDS, image_size=resolution, num_queries=num_queries,
+                             out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
+    return encoder, decoder
+
+
+def toy_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 16):
+    """A Qwen2-class LM with a tiny config over the world's words, from seeded random weights.
+
+    Not pretrained: the caption grammar is one fixed template over 20 words, which the LM
+    learns within the first few dozen stage-2 steps (the loss on the grammar's fixed words
+    falls to ≈0 long before the attribute words do), so pretraining it on caption text
+    would only add committed weights.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from vlv_ray.models.captioner import Captioner
+    from vlv_ray.toyworld.tokens import lm_tokenizer
+
+    tokenizer = lm_tokenizer()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Captioner(Qwen2ForCausalLM(config), tokenizer, prefix_dim=prefix_dim,
+                         max_caption_tokens=max_caption_tokens)

@@ -1,0 +1,58 @@
+"""Tokenizers for the miniature world, built offline from the caption grammar's words.
+
+- `clip_tokenizer()`: a real `CLIPTokenizer` (byte-pair merges that spell each word into
+  one token, `<|startoftext|>`/`<|endoftext|>` as in CLIP), saved in the teacher's
+  `tokenizer/` folder so it loads exactly like Stable Diffusion's.
+- `lm_tokenizer()`: a word-level tokenizer for the caption LM, one id per word, with an
+  end-of-text token that doubles as padding (as Qwen2's does).
+"""
+from __future__ import annotations
+
+from vlv_ray.toyworld.world import WORDS
+
+MAX_TEXT_TOKENS = 16  # the teacher's CLIP context: <start> + ≤ 9 words + <end>, padded
+
+
+def clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges): every character (alone and word-final), every word prefix, every word."""
+    vocab: dict[str, int] = {}
+    merges: list[tuple[str, str]] = []
+
+    def add(token: str) -> None:
+        vocab.setdefault(token, len(vocab))
+
+    add("<|startoftext|>")
+    add("<|endoftext|>")
+    for c in sorted(set("".join(WORDS))):
+        add(c)
+        add(c + "</w>")
+    for w in WORDS:  # merge left to right: (w0, w1) → w0w1, (w0w1, w2) → …, last with </w>
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        current = parts[0]
+        for p in parts[1:]:
+            if (current, p) not in merges:
+                merges.append((current, p))
+            current += p
+            add(current)
+    return vocab, merges
+
+
+def clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab()
+    tok = CLIPTokenizer(vocab=vocab, merges=merges)
+    tok.model_max_length = MAX_TEXT_TOKENS
+    return tok
+
+
+def lm_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<unk>")
