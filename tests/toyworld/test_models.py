@@ -6,7 +6,7 @@ import torch
 from vlv_ray.models.decoder import FrozenDiffusion
 from vlv_ray.models.presets import build_stage1
 from vlv_ray.toyworld import evaluate, reader, world
-from vlv_ray.toyworld.train_teacher import TEACHER_DIR
+from vlv_ray.toyworld.assets import TEACHER_DIR
 
 
 def test_teacher_is_a_small_stable_diffusion_directory():

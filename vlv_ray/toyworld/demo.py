@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vlv_ray.toyworld import evaluate, world
-from vlv_ray.toyworld.train_teacher import TEACHER_DIR
+from vlv_ray.toyworld.assets import TEACHER_DIR
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"  # package data (vlv_ray/jobs): any install, any directory
 WORLD_SEED = 7  # the demo's training images; the held-out images use reader.HELD_OUT_SEED

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from vlv_ray.toyworld import tokens, world
+from vlv_ray.toyworld.assets import TEACHER_DIR
 
-TEACHER_DIR = Path(__file__).resolve().parent / "assets" / "teacher"
 TEACHER_SEED = 1  # the world seed of the teacher's training images (held-out evaluation uses others)
 P_UNCOND = 0.1  # caption dropout: the unconditional branch of classifier-free guidance
 
