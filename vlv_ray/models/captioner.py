@@ -93,12 +93,12 @@ TINY_WORDS = ("a an the and on of with in large small big dark light background 
               "one two three").split()
 
 
-def tiny_tokenizer():
-    """A word-level tokenizer built here (no download): the synthetic captions' words, one id each."""
+def word_tokenizer(words: list[str] | tuple[str, ...]):
+    """A word-level tokenizer built here (no download): one id per word, end-of-text doubling as pad."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(TINY_WORDS)}}
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
@@ -106,13 +106,19 @@ def tiny_tokenizer():
                                    unk_token="<unk>")
 
 
-def tiny_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 300) -> Captioner:
+def tiny_tokenizer():
+    """The synthetic captions' words (vlv_ray/data/synthetic.py)."""
+    return word_tokenizer(TINY_WORDS)
+
+
+def tiny_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 300, *, tokenizer=None,
+                   max_positions: int = 512) -> Captioner:
     """Qwen2's class with a tiny config; the weights are a pure function of `seed`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = tiny_tokenizer()
+    tokenizer = tokenizer or tiny_tokenizer()
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                          tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     with torch.random.fork_rng(devices=[]):

@@ -69,17 +69,7 @@ def toy_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 16):
     falls to ≈0 long before the attribute words do), so pretraining it on caption text
     would only add committed weights.
     """
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from vlv_ray.models.captioner import Captioner
+    from vlv_ray.models.captioner import tiny_captioner
     from vlv_ray.toyworld.tokens import lm_tokenizer
 
-    tokenizer = lm_tokenizer()
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return Captioner(Qwen2ForCausalLM(config), tokenizer, prefix_dim=prefix_dim,
-                         max_caption_tokens=max_caption_tokens)
+    return tiny_captioner(prefix_dim, seed, max_caption_tokens, tokenizer=lm_tokenizer(), max_positions=64)
