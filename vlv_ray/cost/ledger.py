@@ -9,7 +9,6 @@ groups entries by node type, instance type, market and stage for `vlv-ray cost r
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any

@@ -13,7 +13,6 @@ more and no fewer, or the error lists the difference.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 

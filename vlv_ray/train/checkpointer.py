@@ -24,8 +24,6 @@ class Checkpointer:
         if self.local:  # local mode (--local) is for debugging: Ray does not persist its checkpoints
             ray.train.report(metrics)
             return
-        on_phase = None
-        if self.callbacks is not None:
-            def on_phase(phase: str) -> None:
-                self.callbacks.checkpoint_phase(phase, state.step, self.rank)
+        callbacks = self.callbacks
+        on_phase = (lambda phase: callbacks.checkpoint_phase(phase, state.step, self.rank)) if callbacks else None
         checkpoint.save(engine, state.to_dict(), metrics, self.rank, self.cfg, on_phase=on_phase)
