@@ -7,6 +7,8 @@ total the checkpoint carried.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from vlv_ray.config import JobConfig
@@ -19,6 +21,9 @@ class LiveCost:
         self.rank, self.world, self.max_steps = rank, world, cfg.max_steps
         self.guard = BudgetGuard(cfg.cost.budget_usd) if cfg.cost.budget_usd else None
         self.actor, self.last = None, resumed_usd
+        # The tracker's total changes only when it polls the nodes (every cost.poll_s), so
+        # rank 0 asks it at most twice per poll, not on every step of the hot loop.
+        self.ask_every_s, self.asked_at = cfg.cost.poll_s / 2, float("-inf")
         if rank == 0:
             import ray
 
@@ -32,10 +37,11 @@ class LiveCost:
 
     def spent(self) -> float:
         """Dollars the run has cost so far (rank 0; other ranks see the last shared figure)."""
-        if self.actor is not None:
+        if self.actor is not None and time.monotonic() - self.asked_at >= self.ask_every_s:
             import ray
 
             self.last = ray.get(self.actor.spent.remote(), timeout=30)
+            self.asked_at = time.monotonic()
         return self.last
 
     def over_budget(self, step: int) -> bool:
