@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import REPO  # noqa: E402
 
 
@@ -26,22 +28,39 @@ def test_paper_stage1_on_l40s_from_a_given_throughput():
     assert {r["gpu_model"] for r in e["cheapest_alternatives"]} == {"L40S"}
 
 
-def test_measured_figures_per_gpu_come_from_the_results_file(tmp_path):
+def test_measured_figures_per_gpu_come_from_bench_steps_rows(tmp_path):
+    def step(device, sps, **kw):
+        return {"bench": "step", "stage": 1, "preset": "paper", "config": "ours", "device": device,
+                "batch_size": 32, "resolution": 384, "samples_per_s_per_gpu": sps, "date": "2026-11-26", **kw}
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"train_step": [
-        {"stage": 1, "gpu_model": "H100", "samples_per_s_per_gpu": 100.0},
-        {"stage": 1, "gpu_model": "L4", "samples_per_s_per_gpu": 10.0},
-        {"stage": 2, "gpu_model": "L4", "samples_per_s_per_gpu": 999.0}]}))
+    results.write_text(json.dumps({"results": [
+        step("NVIDIA H200", 50.0, batch_size=16, date="2026-12-01"),  # newer, but not the job's batch size
+        step("NVIDIA H200", 80.0),
+        step("NVIDIA L4", 10.0),
+        step("NVIDIA L4", 999.0, config="reference"), step("NVIDIA L4", 999.0, stage=2),
+        step("NVIDIA L4", 999.0, preset="tiny"), step("NVIDIA L4", 999.0, resolution=256),
+        step("cpu (2 threads)", 999.0)]}))
     r = estimate(str(REPO / "jobs/stage1-paper.yaml"), "--results", str(results), "--json")
     assert r.returncode == 0, r.stderr
     e = json.loads(r.stdout)
     rows = [e["instance"], *e["cheapest_alternatives"]]
-    assert {x["gpu_model"] for x in rows} <= {"H100", "L4"}
+    assert {x["gpu_model"] for x in rows} == {"H100", "L4"}  # no H200 in the catalog: the H100 borrows its figure
     for x in rows:
-        assert x["samples_per_s_per_gpu"] == {"H100": 100.0, "L4": 10.0}[x["gpu_model"]]
-        assert x["throughput_from"].startswith("measured")
+        assert x["samples_per_s_per_gpu"] == {"H100": 80.0, "L4": 10.0}[x["gpu_model"]]
+        assert x["throughput_from"].startswith("measured on NVIDIA")
+        assert ("H100: same SMs" in x["throughput_from"]) == (x["gpu_model"] == "H100")
+        assert x["gpu_hours"] == pytest.approx(200_000 * 512 / x["samples_per_s_per_gpu"] / 3600)
     text = estimate(str(REPO / "jobs/stage1-paper.yaml"), "--results", str(results)).stdout
     assert "GPU-h" in text and "spot" in text
+
+
+def test_a_results_file_of_another_shape_is_one_line(tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({"results": [{"bench": "step", "stage": 1, "preset": "paper", "config": "ours",
+                                            "device": "NVIDIA H100", "resolution": 384, "samples_per_s_per_gpu": "fast"}]}))
+    r = estimate(str(REPO / "jobs/stage1-paper.yaml"), "--results", str(bad))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert str(bad) in r.stderr and "bench_step.py" in r.stderr
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -115,3 +115,18 @@ def test_bench_step_tiny_on_cpu(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--ours", "model.compile=[vae2]", "--results", ""], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "model.compile[0]: got 'vae2'" in bad.stderr
+
+
+def test_profile_step_splits_a_step_by_kind_on_cpu():
+    """The profile a user runs when MFU falls short: one JSON line, shares that add up."""
+    cmd = [sys.executable, "benchmarks/profile_step.py", "--preset", "tiny", "--device", "cpu", "--stage", "1",
+           "--ours", "model.compile=[]", "--warmup", "1", "--steps", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (p,) = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert p["bench"] == "profile_step" and p["step_s"] > 0 and p["busy_s_per_step"] > 0
+    assert sum(p["share_of_busy"].values()) == pytest.approx(1.0, abs=0.01)
+    # A UNet + Florence step spends time in matmuls, convolutions and attention, and the top list says which.
+    assert {"matmul", "convolution", "attention"} <= set(p["share_of_busy"])
+    assert p["top"] and all(t["s_per_step"] > 0 for t in p["top"])

@@ -6,9 +6,14 @@ type. The per-GPU throughput is, per GPU model: a measured figure from the bench
 results file (`benchmarks/results.json`, below) for this stage, else `--throughput`.
 Every row says which, so an alternative priced with another GPU's throughput is visible.
 
-benchmarks/results.json, written by the step benchmark (one entry per measurement):
-    {"train_step": [{"stage": 1, "gpu_model": "H100", "samples_per_s_per_gpu": 52.0,
-                     "resolution": 384, "measured_at": "2025-07-01", "command": "…"}]}
+benchmarks/results.json is what `benchmarks/bench_step.py` appends (one row per measurement):
+    {"results": [{"bench": "step", "stage": 1, "preset": "paper", "config": "ours",
+                  "device": "NVIDIA H200", "batch_size": 32, "resolution": 384,
+                  "samples_per_s_per_gpu": 76.71, "date": "2026-11-26", "command": "…"}, …]}
+Only paper-size rows of "ours" at the job's resolution count; among them a row at the job's
+per-GPU batch size wins, else the newest. A GPU model with no measurement of its own may
+borrow one from the same chip (an H100 from an H200: same SMs and clocks, 0.70× the memory
+bandwidth), and the row says so.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ class Row:
     gpus_per_node: int
     nodes: int
     samples_per_s_per_gpu: float
-    throughput_from: str  # "measured (benchmarks/results.json)" or "--throughput[ (assumed for every GPU)]"
+    throughput_from: str  # "measured on <device>, batch N (date)[; borrowed …]" or "--throughput[ (assumed for every GPU)]"
     gpu_hours: float
     wall_hours: float
     on_demand_usd: float
@@ -41,16 +46,47 @@ class Row:
     source: str
 
 
-def measured(stage: int, path: Path = RESULTS) -> dict[str, float]:
-    """GPU model → measured samples/s/GPU for this stage (newest entry wins)."""
+# torch.cuda.get_device_name() fragment → the catalog's gpu_model; the first contained fragment wins.
+DEVICE_MODELS = (("H200", "H200"), ("H100", "H100"), ("A100-SXM4-80GB", "A100-80GB"), ("A100 80GB", "A100-80GB"),
+                 ("A100", "A100-40GB"), ("L40S", "L40S"), ("A10G", "A10G"), ("L4", "L4"))
+# A catalog GPU with no measurement of its own may use one of the same chip, saying so.
+SAME_CHIP = {"H100": ("H200", "same SMs and clocks, 0.70x the memory bandwidth: optimistic by up to ~15%")}
+
+
+def gpu_model(device_name: str) -> str | None:
+    return next((model for fragment, model in DEVICE_MODELS if fragment in device_name), None)
+
+
+def measured(stage: int, path: Path = RESULTS, *, resolution: int | None = None,
+             batch_size: int | None = None) -> dict[str, tuple[float, str]]:
+    """GPU model → (samples/s/GPU, where from) for this stage, from bench_step's rows."""
     if not path.is_file():
         return {}
     try:
-        entries = json.loads(path.read_text()).get("train_step", [])
-        return {e["gpu_model"]: float(e["samples_per_s_per_gpu"]) for e in entries if e.get("stage") == stage}
+        rows = json.loads(path.read_text())["results"]
+        best: dict[str, dict] = {}
+        for r in rows:
+            if not (r.get("bench") == "step" and r.get("stage") == stage and r.get("preset") == "paper"
+                    and r.get("config") == "ours" and "samples_per_s_per_gpu" in r):
+                continue
+            if resolution is not None and r.get("resolution") != resolution:
+                continue
+            model = gpu_model(str(r.get("device", "")))
+            if model is None:
+                continue
+            key = (r.get("batch_size") == batch_size, str(r.get("date", "")))
+            if model not in best or key >= (best[model]["_key"]):
+                best[model] = {**r, "_key": key}
+        out = {m: (float(r["samples_per_s_per_gpu"]),
+                   f"measured on {r['device']}, batch {r.get('batch_size')} ({r.get('date', '?')})")
+               for m, r in best.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CatalogError(f"{path}: expected {{\"train_step\": [{{\"stage\", \"gpu_model\", "
-                           f"\"samples_per_s_per_gpu\"}}, …]}}") from None
+        raise CatalogError(f"{path}: expected {{\"results\": [{{\"bench\": \"step\", \"stage\", \"device\", "
+                           f"\"samples_per_s_per_gpu\", …}}, …]}} as benchmarks/bench_step.py writes") from None
+    for model, (donor, why) in SAME_CHIP.items():
+        if model not in out and donor in out:
+            out[model] = (out[donor][0], f"{out[donor][1]}; {model}: {why}")
+    return out
 
 
 def row(cfg: JobConfig, p: Price, throughput: float, origin: str) -> Row:
@@ -68,7 +104,7 @@ def row(cfg: JobConfig, p: Price, throughput: float, origin: str) -> Row:
 def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance: str | None,
              results: Path = RESULTS, alternatives: int = 4) -> dict:
     """The job's instance type (or the cheapest) and the cheapest alternatives."""
-    got = measured(cfg.stage, results)
+    got = measured(cfg.stage, results, resolution=cfg.data.resolution, batch_size=cfg.data.batch_size)
     if throughput is None and not got:
         raise CatalogError("--throughput: required (samples/s per GPU): no measured figure for stage "
                            f"{cfg.stage} in {results}")
@@ -82,7 +118,7 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
 
     def rate(p: Price) -> tuple[float, str] | None:
         if p.gpu_model in got:
-            return got[p.gpu_model], "measured (benchmarks/results.json)"
+            return got[p.gpu_model]
         if throughput and same_gpu in (None, p.gpu_model):
             return throughput, "--throughput" if same_gpu else "--throughput (assumed for every GPU)"
         return None
