@@ -159,7 +159,7 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
 
 
 def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: int, seed: int,
-          min_snr_gamma: float = 0.0, log=print) -> dict:
+          lr: float = 1.5e-3, min_snr_gamma: float = 0.0, log=print) -> dict:
     from vlv_ray.models.decoder import FrozenDiffusion
     from vlv_ray.models.presets import sd_scheduler
 
@@ -178,12 +178,12 @@ def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: i
     ids = caption_ids(tokenizer, [world.caption_of(a) for a in attrs])
     empty = caption_ids(tokenizer, [""])
     losses = train_denoiser(text, unet, scheduler, (mean * s, std * s), ids, empty, steps=unet_steps,
-                            batch=batch, seed=seed + 1, min_snr_gamma=min_snr_gamma, log=log)
+                            batch=batch, seed=seed + 1, lr=lr, min_snr_gamma=min_snr_gamma, log=log)
     teacher = FrozenDiffusion(vae, text, unet, scheduler)
     teacher.save_pretrained(out)
     tokenizer.save_pretrained(out / "tokenizer")
     record = {"seed": seed, "world_seed": TEACHER_SEED, "images": n_images, "vae_steps": vae_steps,
-              "unet_steps": unet_steps, "batch": batch, "min_snr_gamma": min_snr_gamma, "scaling_factor": s, "final_loss": float(np.mean(losses[-100:])),
+              "unet_steps": unet_steps, "batch": batch, "lr": lr, "min_snr_gamma": min_snr_gamma, "scaling_factor": s, "final_loss": float(np.mean(losses[-100:])),
               "seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads()}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     log(f"[teacher] saved to {out} ({record['seconds']}s)")
@@ -198,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet-steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1.5e-3, help="text encoder + UNet peak learning rate")
     p.add_argument("--min-snr-gamma", type=float, default=0.0, help="0: the plain SD loss")
     a = p.parse_args(argv)
     train(Path(a.out), n_images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps, batch=a.batch,
-          seed=a.seed, min_snr_gamma=a.min_snr_gamma, log=lambda m: print(m, flush=True))
+          seed=a.seed, lr=a.lr, min_snr_gamma=a.min_snr_gamma, log=lambda m: print(m, flush=True))
     return 0
 
 
