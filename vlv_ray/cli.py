@@ -183,6 +183,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py)."""
+    from vlv_ray.config import load_sweep
+    from vlv_ray.toyworld import sweep
+
+    images, queries = sweep.parse_counts("--images", args.images), sweep.parse_counts("--queries", args.queries)
+    spec = load_sweep(args.job, images=images, queries=queries)
+    stages = sweep.stages_of(spec, Path(args.job), queries_key="--queries" if queries else "queries")
+    rows = sweep.run(args.job, spec, stages, workdir=args.workdir)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
 def cmd_cost_estimate(args) -> int:
     from vlv_ray.cost import catalog, estimate
 
@@ -241,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1 and its export (a quick check)")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20")
     demo.set_defaults(fn=cmd_demo)
+
+    sweep = sub.add_parser("sweep", help="the data-volume experiment (and query-count ablation): one Ray Tune "
+                           "trial per point, stage 1 then stage 2 → sweep.csv, sweep.md, sweep.png")
+    sweep.add_argument("job", help="a sweep file, e.g. jobs/toy-sweep.yaml")
+    sweep.add_argument("--images", default=None, metavar="N1,N2,…", help="stage-1 image counts (default: the file's)")
+    sweep.add_argument("--queries", default=None, metavar="Q1,Q2,…",
+                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16)")
+    sweep.add_argument("--workdir", default="vlv-sweep", help="points, Tune's results and the report (default: "
+                       "%(default)s)")
+    sweep.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
+    sweep.set_defaults(fn=cmd_sweep)
 
     data = sub.add_parser("data", help="prepare and inspect sharded image datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -335,3 +335,65 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
 
 def dump_yaml(cfg: JobConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- sweeps
+
+
+@dataclass
+class SweepStageConfig:
+    """One stage of every sweep point: a job file and the overrides it gets."""
+
+    job: str = ""  # relative paths: beside the sweep file, else the packaged jobs/
+    overrides: list[str] = field(default_factory=list)  # key=value, as on `vlv-ray train`
+
+
+@dataclass
+class SweepTrialConfig:
+    """What one Ray Tune trial (one point) reserves, and how many run side by side."""
+
+    max_concurrent: int = field(default=1, metadata=_range(1))  # a laptop: 1; a cluster: as many as fit
+    # The trial only drives its runs; its Ray Train workers reserve their own CPUs/GPUs, so a
+    # trial holding a whole CPU would keep them from being placed on a small machine. Not 0:
+    # Tune cannot place a trial that asks for nothing.
+    cpus: float = field(default=0.01, metadata=_range(0.0, lo_open=True))
+
+
+@dataclass
+class SweepConfig:
+    """`vlv-ray sweep`: the data-volume experiment (the paper's Table 5), and the query-count
+    ablation, as a grid of images × queries; each point runs stage 1 then stage 2."""
+
+    name: str = "sweep"
+    stage1: SweepStageConfig = field(default_factory=SweepStageConfig)
+    stage2: SweepStageConfig = field(default_factory=SweepStageConfig)
+    paired_fraction: float = field(default=0.1, metadata=_range(0.0, 0.1, lo_open=True))  # the paper: ≤10% captioned
+    held_out: int = field(default=500, metadata=_range(1))  # images captioned for the accuracy
+    images: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # stage-1 images per point
+    queries: list[int] = field(default_factory=lambda: [16])  # model.num_queries per point
+    trial: SweepTrialConfig = field(default_factory=SweepTrialConfig)
+
+    def validate(self) -> "SweepConfig":
+        for key in ("stage1", "stage2"):
+            if not getattr(self, key).job:
+                raise ConfigError(f"{key}.job: required (a job file, e.g. toy-{key}.yaml)")
+        for key in ("images", "queries"):
+            counts = getattr(self, key)
+            if not counts:
+                raise ConfigError(f"{key}: got [], expected at least one count")
+            for i, n in enumerate(counts):
+                if n < 1:
+                    raise ConfigError(f"{key}[{i}]: got {n}, expected a count ≥ 1")
+            if len(set(counts)) != len(counts):
+                raise ConfigError(f"{key}: got {counts}, expected each count once")
+        return self
+
+
+def load_sweep(path: str | Path, *, images: list[int] | None = None, queries: list[int] | None = None) -> SweepConfig:
+    """Load and validate a sweep file; `images`/`queries` (the command line's) replace its lists."""
+    data = load_yaml(path)
+    data.update({k: v for k, v in (("images", images), ("queries", queries)) if v is not None})
+    try:
+        return _build(SweepConfig, data, "").validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
