@@ -9,6 +9,7 @@ side and a laptop one after another. A point that fails is a failed row; the res
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def run(sweep_file: str | Path, spec: SweepConfig, stages: Stages, *, workdir: s
          f"{spec.trial.max_concurrent} at a time; stage 1 {stages.stage1_job.name}, stage 2 {stages.stage2_job.name}; "
          f"{spec.paired_fraction:.0%} of the images captioned; {spec.held_out} held-out images; output in {work}")
     ensure_ray()
+    # Tune's new console output prints its config box and TensorBoard hint at any verbosity;
+    # the legacy one at verbose=0 prints nothing, leaving the terminal to the progress lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     space = {
         "images": tune.grid_search(spec.images), "queries": tune.grid_search(spec.queries),
         "workdir": str(work), "stamp": stamp, "paired_fraction": spec.paired_fraction, "held_out": spec.held_out,

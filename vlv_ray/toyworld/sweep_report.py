@@ -75,7 +75,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         by_usd.plot([r["usd"] for r in pts], acc, marker="o", label=f"{q} queries")
     by_images.set_xlabel("stage-1 images")
     by_usd.set_xlabel("dollars (stage 1 + stage 2)")
+    if ok and max(r["images"] for r in ok) >= 10 * min(r["images"] for r in ok):
+        by_images.set_xscale("log")  # data-volume sweeps step by multiples
     for ax in (by_images, by_usd):
+        ax.set_ylim(0, 100)  # one scale for every sweep, so plots compare at a glance
         ax.set_ylabel("held-out caption attribute accuracy (%)")
         ax.grid(alpha=0.3)
         if ok:
