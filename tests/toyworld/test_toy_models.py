@@ -42,3 +42,24 @@ def test_teacher_samples_follow_their_captions():
     samples = evaluate.teacher_samples(str(TEACHER_DIR), truth, steps=10, guidance=3.0)
     acc = evaluate.read_accuracy(samples, truth)
     assert acc["overall"] >= 0.55 and acc["count"] >= 0.8, acc
+
+
+def test_fewer_queries_reconstruct_against_a_truncated_empty_prompt(tmp_path):
+    """The query-count ablation's exports (n < 16 queries) still reconstruct: CFG's unconditional
+    branch is the first n positions of CLIP's encoding of "", which the causal mask makes the
+    encoding of the first n tokens exactly."""
+    import numpy as np
+
+    from vlv_ray.toyworld import tokens
+
+    teacher = FrozenDiffusion.from_pretrained(str(TEACHER_DIR))
+    tok = tokens.clip_tokenizer()
+    ids = tok([""], padding="max_length", max_length=16, return_tensors="pt").input_ids
+    with torch.no_grad():
+        first8 = teacher.text_encoder(input_ids=ids[:, :8]).last_hidden_state
+    torch.testing.assert_close(teacher.empty_prompt(3, tok, positions=8), first8.expand(3, -1, -1))
+
+    export = evaluate.untrained_stage1(tmp_path / "s1", num_queries=8, resolution=32, sd_path=str(TEACHER_DIR))
+    x, _ = evaluate.held_out(2)
+    out = evaluate.reconstructions(export, x, steps=2)
+    assert out.shape == x.shape and out.dtype == np.uint8

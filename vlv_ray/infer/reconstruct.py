@@ -38,7 +38,7 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
         with torch.no_grad():
             embeds = encoder(torch.from_numpy(arrays))
             cond = decoder.condition(embeds)
-            uncond = decoder.empty_prompt(len(chunk), tokenizer)
+            uncond = decoder.empty_prompt(len(chunk), tokenizer, positions=cond.shape[1])
             recon = decoder.sample(cond, uncond, steps=steps, guidance=guidance, scheduler=scheduler,
                                    generator=generator, resolution=res)
         rows.append(side_by_side(arrays, recon.numpy()))

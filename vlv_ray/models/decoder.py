@@ -100,11 +100,13 @@ class FrozenDiffusion(nn.Module):
     # ------------------------------------------------------------------ reconstruction
 
     @torch.no_grad()
-    def empty_prompt(self, batch: int, tokenizer=None) -> torch.Tensor:
+    def empty_prompt(self, batch: int, tokenizer=None, positions: int | None = None) -> torch.Tensor:
         """The unconditional branch of classifier-free guidance: CLIP's encoding of "".
 
         With SD's tokenizer when given; otherwise the same ids from the text config
         (start, end, then padding to 77), which is what the tokenizer produces for "".
+        `positions`: the first n positions only, for an encoder with n < 77 queries; CLIP's
+        causal mask makes them exactly the encoding of the first n tokens.
         """
         cfg = self.text_encoder.config
         n = cfg.max_position_embeddings
@@ -114,7 +116,7 @@ class FrozenDiffusion(nn.Module):
             pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
             ids = torch.tensor([[cfg.bos_token_id, cfg.eos_token_id] + [pad] * (n - 2)])
         device = next(self.text_encoder.parameters()).device
-        hidden = self.text_encoder(input_ids=ids.to(device)).last_hidden_state
+        hidden = self.text_encoder(input_ids=ids.to(device)).last_hidden_state[:, :positions]
         return hidden.expand(batch, -1, -1)
 
     @torch.no_grad()

@@ -48,7 +48,7 @@ def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = 20, gui
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i:i + batch])
         cond = decoder.condition(encoder(x))
-        out.append(decoder.sample(cond, decoder.empty_prompt(len(x)), steps=steps, guidance=guidance, generator=g,
+        out.append(decoder.sample(cond, decoder.empty_prompt(len(x), positions=cond.shape[1]), steps=steps, guidance=guidance, generator=g,
                                   resolution=meta["resolution"]).numpy())
     return np.concatenate(out)
 

@@ -43,7 +43,7 @@ class Stage1(Stage):
         images = batch["image"][:log.eval_images].to(self.device)
         with eval_mode(engine.module) as module:
             cond = self.decoder.condition(module(images))
-            uncond = self.decoder.empty_prompt(len(images), self.tokenizer)
+            uncond = self.decoder.empty_prompt(len(images), self.tokenizer, positions=cond.shape[1])
             recon = self.decoder.sample(cond, uncond, steps=log.eval_sample_steps, guidance=log.eval_guidance,
                                         generator=torch.Generator().manual_seed(self.cfg.seed),
                                         resolution=self.cfg.data.resolution)
