@@ -14,8 +14,10 @@ def estimate(*args, cwd=REPO):
                           capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_paper_stage1_on_l40s_from_a_given_throughput():
-    r = estimate(str(REPO / "jobs/stage1-paper.yaml"), "--throughput", "37", "--instance", "g6e.xlarge", "--json")
+def test_paper_stage1_on_l40s_from_a_given_throughput(tmp_path):
+    # No measured figures (the repo's results.json has H100-class rows that would join the alternatives).
+    r = estimate(str(REPO / "jobs/stage1-paper.yaml"), "--throughput", "37", "--instance", "g6e.xlarge",
+                 "--results", str(tmp_path / "none.json"), "--json")
     assert r.returncode == 0, r.stderr
     e = json.loads(r.stdout)
     assert e["samples"] == 200_000 * 512 and e["gpus"] == 8
