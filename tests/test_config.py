@@ -2,7 +2,7 @@
 
 import pytest
 
-from vlv_ray.config import ConfigError, JobConfig, from_dict, load_job
+from vlv_ray.config import ConfigError, JobConfig, SweepConfig, from_dict, load_job, load_sweep
 
 from helpers import JOBS, REPO
 
@@ -13,11 +13,22 @@ def minimal(**extra) -> dict:
     return d
 
 
-@pytest.mark.parametrize("job", sorted(p for p in JOBS.glob("*.yaml") if p.name != "runtime_env.yaml"),
-                         ids=lambda p: p.name)
+SWEEPS = sorted(JOBS.glob("*-sweep.yaml"))
+
+
+@pytest.mark.parametrize("job", sorted(p for p in JOBS.glob("*.yaml") if p.name != "runtime_env.yaml"
+                                       and p not in SWEEPS), ids=lambda p: p.name)
 def test_shipped_jobs_validate(job):
     cfg = load_job(job)
     assert isinstance(cfg, JobConfig) and cfg.name
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweeps_validate_and_are_not_jobs(sweep):
+    spec = load_sweep(sweep)
+    assert isinstance(spec, SweepConfig) and spec.images and spec.queries
+    with pytest.raises(ConfigError, match=r"a sweep file \(stage1/stage2 keys\), not a job: run `vlv-ray sweep"):
+        load_job(sweep)
 
 
 def test_paper_stage1_has_the_papers_hyperparameters():

@@ -321,6 +321,8 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, overrides: list[str] | None = None, *, source: str = "job") -> JobConfig:
+    if isinstance(data, dict) and {"stage1", "stage2"} <= data.keys() and "stage" not in data:
+        raise ConfigError(f"{source}: a sweep file (stage1/stage2 keys), not a job: run `vlv-ray sweep {source}`")
     data = apply_overrides(json.loads(json.dumps(data)), overrides or [])
     try:
         return _build(JobConfig, data, "").validate()

@@ -97,7 +97,8 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     from ray.exceptions import AuthenticationError
 
     try:
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env, metadata={"vlv_ray_job": cfg.name})
+        job_id = _submit_when_agent_ready(client, entrypoint=entrypoint, runtime_env=env,
+                                          metadata={"vlv_ray_job": cfg.name})
     except AuthenticationError as e:
         raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
     print(f"submitted {cfg.name} as {job_id}")
@@ -112,6 +113,23 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     status = status.split(".")[-1]
     print(f"{job_id}: {status}")
     return job_id, status
+
+
+def _submit_when_agent_ready(client, *, patience_s: float = 90.0, **job) -> str:
+    """Submit; while the head answers that no job agent is up yet (a head that has just started,
+    or a loaded one: Ray says "try again later"), wait and retry, saying so once."""
+    deadline = time.time() + patience_s
+    said = False
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            if not said:
+                print(f"the head's job agent is not up yet: retrying for up to {patience_s:.0f}s", flush=True)
+                said = True
+            time.sleep(3)
 
 
 def _say_about_secrets(forward_secrets: bool) -> None:
