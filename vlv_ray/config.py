@@ -215,6 +215,9 @@ class JobConfig:
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
+        if self.model.preset == "toy" and self.model.num_queries > TOY_MAX_QUERIES:
+            raise ConfigError(f"model.num_queries: got {self.model.num_queries}, expected at most {TOY_MAX_QUERIES} "
+                              "for preset 'toy' (the toy teacher's CLIP context)")
         if self.model.preset == "paper":
             for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
                 if getattr(self.model, key) is None:
@@ -251,6 +254,7 @@ class JobConfig:
         return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+TOY_MAX_QUERIES = 16  # the toy teacher's CLIP positions (toyworld.tokens.MAX_TEXT_TOKENS; tests hold them equal)
 _CALLBACK_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Model keys that change speed and memory only (up to floating-point rounding order).

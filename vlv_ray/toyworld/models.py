@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from vlv_ray.config import TOY_MAX_QUERIES
+
 from vlv_ray.toyworld.assets import TEACHER_DIR
 
-NUM_QUERIES = 16  # = the teacher's CLIP context (tokens.MAX_TEXT_TOKENS)
+NUM_QUERIES = TOY_MAX_QUERIES  # = the teacher's CLIP context (tokens.MAX_TEXT_TOKENS)
 PROMPT_IDS = [0, 10, 11, 12, 13, 2]  # <s> four prompt tokens </s>, as in the tiny preset
 
 

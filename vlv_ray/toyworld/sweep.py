@@ -13,9 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from vlv_ray.config import ConfigError, SweepConfig, load_job
+from vlv_ray.config import TOY_MAX_QUERIES, ConfigError, SweepConfig, load_job
 from vlv_ray.toyworld import sweep_report
-from vlv_ray.toyworld.models import NUM_QUERIES as TOY_MAX_QUERIES
 from vlv_ray.toyworld.point import JOBS, Stages, paired_count
 
 
@@ -56,15 +55,20 @@ def stages_of(spec: SweepConfig, sweep_file: Path, *, queries_key: str = "querie
             raise ConfigError(f"{sweep_file}: {key}.job: {job}: no such job file")
         # Stage 2's export comes from the point's stage 1: any path passes validation here.
         placeholder = ["model.stage1=stage1-export"] if key == "stage2" else []
-        for q in spec.queries:
+
+        def load(extra: list[str]):
             try:
-                cfg = load_job(job, [*overrides, f"model.num_queries={q}", *placeholder])
+                return load_job(job, [*overrides, *extra, *placeholder])
             except ConfigError as e:
                 raise ConfigError(f"{sweep_file}: {key}: {e}") from None
-            if cfg.model.preset == "toy" and q > TOY_MAX_QUERIES:
-                raise ConfigError(f"{queries_key}: got {q}, expected counts ≤ {TOY_MAX_QUERIES}: the toy preset's "
-                                  f"model.num_queries is at most {TOY_MAX_QUERIES}, the teacher's CLIP context "
-                                  f"(e.g. 4,8,16)")
+
+        too_many = [q for q in spec.queries if q > TOY_MAX_QUERIES]
+        if too_many and load([]).model.preset == "toy":  # named by the flag or key that set it, not by the job
+            raise ConfigError(f"{queries_key}: got {too_many[0]}, expected counts ≤ {TOY_MAX_QUERIES}: the toy "
+                              f"preset's model.num_queries is at most {TOY_MAX_QUERIES}, the teacher's CLIP context "
+                              f"(e.g. 4,8,16)")
+        for q in spec.queries:
+            load([f"model.num_queries={q}"])
     return stages
 
 
