@@ -37,11 +37,12 @@ def test_reader_reads_held_out_images():
 
 
 def test_teacher_samples_follow_their_captions():
-    """The teacher's samples carry the caption's attributes far above chance (chance: 0.37)."""
+    """The teacher draws what its captions say, every attribute, position included (chance:
+    0.37 overall, 0.25 position; the committed weights score 0.99 here)."""
     _, truth = evaluate.held_out(48, seed=4243)
     samples = evaluate.teacher_samples(str(TEACHER_DIR), truth, steps=10, guidance=3.0)
     acc = evaluate.read_accuracy(samples, truth)
-    assert acc["overall"] >= 0.55 and acc["count"] >= 0.8, acc
+    assert acc["overall"] >= 0.9 and min(acc[k] for k in world.ATTRIBUTES) >= 0.8, acc
 
 
 def test_fewer_queries_reconstruct_against_a_truncated_empty_prompt(tmp_path):

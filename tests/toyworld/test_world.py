@@ -74,6 +74,9 @@ def test_tokenizers_spell_each_word_as_one_token():
     assert len(ids) == len(caption.split()) + 2 and ids[0] == clip.bos_token_id and ids[-1] == clip.eos_token_id
     assert clip.decode(ids, skip_special_tokens=True).strip() == caption
     assert lm.decode(lm(caption, add_special_tokens=False).input_ids) == caption
+    # every word alone, too: a short word's merge once split "bottom" into three tokens
+    split = {w: clip.convert_ids_to_tokens(clip(w).input_ids[1:-1]) for w in world.WORDS}
+    assert {w: t for w, t in split.items() if t != [w + "</w>"]} == {}
     longest = world.caption_of({"count": "two", "size": "large", "colour": "yellow", "shape": "triangle",
                                 "position": "bottom right"})
     assert len(clip(longest).input_ids) <= tokens.MAX_TEXT_TOKENS

@@ -26,7 +26,10 @@ def clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     for c in sorted(set("".join(WORDS))):
         add(c)
         add(c + "</w>")
-    for w in WORDS:  # merge left to right: (w0, w1) → w0w1, (w0w1, w2) → …, last with </w>
+    # Merge left to right: (w0, w1) → w0w1, (w0w1, w2) → …, the last with </w>. BPE applies
+    # the lowest-ranked pair first, so a short word's merge can split a longer one ("top"'s
+    # (t, o) cut "bottom" into bot·to·m): the longest words' merges rank first.
+    for w in sorted(WORDS, key=len, reverse=True):
         parts = list(w[:-1]) + [w[-1] + "</w>"]
         current = parts[0]
         for p in parts[1:]:

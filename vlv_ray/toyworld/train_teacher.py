@@ -4,16 +4,17 @@
 
 The same classes as SD 2.1 with tiny configs: `AutoencoderKL` (32 px → 4 × 8 × 8 latents),
 `CLIPTextModel` (16 positions, the world's words as its vocabulary), `UNet2DConditionModel`
-(cross-attention at every level) and SD's DDPM schedule. Two phases, both on world images
-drawn with a fixed seed: the VAE learns to reconstruct them (MSE + a small KL), then the
-text encoder and UNet learn the ordinary noise-prediction loss on the VAE latents of the
-images, conditioned on their captions, 10% of captions dropped to "" so that
-classifier-free guidance works. The result is saved in Stable Diffusion's directory layout
-(vae/, text_encoder/, unet/, scheduler/, tokenizer/) and loads with
-`FrozenDiffusion.from_pretrained`, exactly as SD 2.1 does.
+(cross-attention at every level, down to 2 × 2: one cell a quadrant) and SD 2.1's DDPM
+schedule with its v-prediction objective. Two phases, both on world images drawn with a
+fixed seed: the VAE learns to reconstruct them (MSE + a very small KL), then the text
+encoder and UNet learn the diffusion loss on the VAE latents of the images, conditioned on
+their captions, 10% of captions dropped to "" so that classifier-free guidance works. The
+result is saved in Stable Diffusion's directory layout (vae/, text_encoder/, unet/,
+scheduler/, tokenizer/) and loads with `FrozenDiffusion.from_pretrained`, exactly as SD 2.1
+does.
 
 Every random draw comes from the seed; on one machine and thread count the weights are
-reproducible. The committed weights were made by the defaults below.
+reproducible. The committed weights were made by the defaults below with `--threads 1`.
 """
 from __future__ import annotations
 
@@ -57,11 +58,27 @@ def text_model():
 def unet_model(cross_attention_dim: int):
     from diffusers import UNet2DConditionModel
 
+    # Three levels, 8 → 4 → 2 latent pixels: at 2 × 2 each cell is one quadrant, which its
+    # convolutions' zero padding tells apart (the UNet has no other positional signal).
     return UNet2DConditionModel(
         sample_size=world.SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_attention_dim,
-        attention_head_dim=(4, 8), norm_num_groups=8, use_linear_projection=True)
+        block_out_channels=(32, 64, 64), down_block_types=("CrossAttnDownBlock2D",) * 3,
+        up_block_types=("CrossAttnUpBlock2D",) * 3, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(4, 8, 8), norm_num_groups=8, use_linear_projection=True)
+
+
+def teacher_scheduler():
+    """SD 2.1's DDPM schedule and objective (v-prediction, as the 768 px SD 2.1 model).
+
+    v-prediction, not ε: at high noise ε-prediction's loss barely depends on the clean
+    image, so what only the caption can tell there (where the shapes go) earned almost no
+    gradient; ε-trained teachers ignored the position words entirely (a caption with the
+    position changed moved their loss by < 1e-4). v's target at high noise is the clean image.
+    """
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type="v_prediction", clip_sample=False)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -75,8 +92,16 @@ def _lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
     return lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+VAE_KL_WEIGHT = 1e-8
+# The reconstruction loss is a mean over 3,072 pixel values and the KL a sum over 256 latent
+# values, so SD's 1e-6 (against a summed reconstruction loss) is ≈ 3e-10 here. At 1e-5 three
+# of the four latent channels collapsed to the prior: posterior std 1.6 against a signal of
+# std 0.1–0.16 (scaled), training latents mostly noise, and shape lost. At 1e-8 all four carry
+# the image and the posterior std is ≈ 0.02, as in SD's VAE.
+
+
 def train_vae(vae, images: torch.Tensor, *, steps: int, batch: int, seed: int, lr: float = 2e-3,
-              kl_weight: float = 1e-5, log=print) -> None:
+              kl_weight: float = VAE_KL_WEIGHT, log=print) -> None:
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
@@ -117,7 +142,8 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
                    min_snr_gamma: float = 0.0, log=print) -> list[float]:
     """Text encoder + UNet on the noise-prediction loss; returns the per-step losses.
 
-    `min_snr_gamma` > 0 weights each sample by min(SNR, γ)/SNR (Hang et al. 2023): the
+    `min_snr_gamma` > 0 weights each sample by min(SNR, γ)/SNR, or min(SNR, γ)/(SNR + 1)
+    under v-prediction (Hang et al. 2023): the
     low-noise steps, which only refine texture, count less, and the layout (where, what
     shape) that the caption decides is learned sooner.
     """
@@ -140,10 +166,12 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
         noise = torch.randn(x0.shape, generator=g)
         cond = text(input_ids=cond_ids).last_hidden_state
         pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         if min_snr_gamma > 0:
             snr = snr_all[t]
-            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / snr
+            v = scheduler.config.prediction_type == "v_prediction"
+            per_sample = per_sample * snr.clamp(max=min_snr_gamma) / (snr + 1 if v else snr)
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,12 +189,11 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
 def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: int, seed: int,
           lr: float = 1.5e-3, min_snr_gamma: float = 0.0, log=print) -> dict:
     from vlv_ray.models.decoder import FrozenDiffusion
-    from vlv_ray.models.presets import sd_scheduler
 
     torch.manual_seed(seed)  # the initial weights
     vae, text = vae_model(), text_model()
     unet = unet_model(text.config.hidden_size)
-    scheduler, tokenizer = sd_scheduler(), tokens.clip_tokenizer()
+    scheduler, tokenizer = teacher_scheduler(), tokens.clip_tokenizer()
     t0 = time.time()
     arr, attrs = world.arrays(TEACHER_SEED, n_images)
     images = torch.from_numpy(arr)
@@ -194,13 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(TEACHER_DIR))
     p.add_argument("--images", type=int, default=10000)
-    p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--vae-steps", type=int, default=6000)
     p.add_argument("--unet-steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1.5e-3, help="text encoder + UNet peak learning rate")
     p.add_argument("--min-snr-gamma", type=float, default=0.0, help="0: the plain SD loss")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
+                   "the committed weights used 1, and float sums differ by thread count")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     train(Path(a.out), n_images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps, batch=a.batch,
           seed=a.seed, lr=a.lr, min_snr_gamma=a.min_snr_gamma, log=lambda m: print(m, flush=True))
     return 0
