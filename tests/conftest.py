@@ -8,6 +8,7 @@ DeepSpeed without Ray carry the mark themselves): `make test-fast` leaves them o
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -41,7 +42,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
-RAY_FIXTURES = {"ray_head", "ray_cluster"}
+RAY_FIXTURES = {"ray_head", "ray_cluster", "fresh_ray_head"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,9 +116,9 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
     raise RuntimeError(f"ray head did not open port {port} in {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def ray_head():
-    """A real `ray start --head` with its dashboard, shared by every test that needs Ray."""
+@contextlib.contextmanager
+def start_ray_head():
+    """A real `ray start --head` with its dashboard, in a temp dir of its own; stopped by PID."""
     tmp = Path(tempfile.mkdtemp(prefix="vlvray-", dir="/tmp"))  # short: unix socket paths are capped
     port, dash = free_port(), free_port()
     # The head is started the way the README says: the project's environment on PATH, so
@@ -135,11 +136,30 @@ def ray_head():
         _wait_port(dash, proc, log)
         yield RayHead(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", temp_dir=tmp)
     finally:
-        import ray
-
-        ray.shutdown()
         stop_process_tree(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head shared by every test that needs Ray."""
+    with start_ray_head() as head:
+        try:
+            yield head
+        finally:
+            import ray
+
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fresh_ray_head():
+    """A head of the module's own, as a user's cluster is when they submit: the shared head
+    has been through every fault test by then, and once in a full run (loaded box) its job
+    agent stopped answering ("No available agent to submit job") for longer than submit's
+    90 s retry. Its temp dir holds only this module's jobs, which the secret search reads."""
+    with start_ray_head() as head:
+        yield head
 
 
 @pytest.fixture(scope="session")

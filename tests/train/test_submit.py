@@ -56,12 +56,12 @@ def _where_ray_keeps(value: str, head, job_id: str, *, cwd: Path, env: dict) -> 
     return found
 
 
-def test_submit_from_a_users_shell_runs_the_job_and_forwards_no_secret(ray_head, tiny_dataset, tmp_path):
+def test_submit_from_a_users_shell_runs_the_job_and_forwards_no_secret(fresh_ray_head, tiny_dataset, tmp_path):
     proj, runs = _project(tmp_path), tmp_path / "runs"
     env = user_env(tmp_path / "home", **SENTINELS)
     r = subprocess.run(
         ["vlv-ray", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}",
-         "name=submitted", "max_steps=3", "checkpoint.every_steps=3", "--address", ray_head.dashboard, "--wait"],
+         "name=submitted", "max_steps=3", "checkpoint.every_steps=3", "--address", fresh_ray_head.dashboard, "--wait"],
         cwd=proj, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     job_id = r.stdout.split("submitted submitted as ")[1].split()[0]
@@ -77,10 +77,10 @@ def test_submit_from_a_users_shell_runs_the_job_and_forwards_no_secret(ray_head,
 
     for value in SENTINELS.values():
         assert value not in r.stdout + r.stderr + logs.stdout
-        assert _where_ray_keeps(value, ray_head, job_id, cwd=proj, env=env) == []
+        assert _where_ray_keeps(value, fresh_ray_head, job_id, cwd=proj, env=env) == []
 
 
-def test_forward_secrets_is_explicit_and_says_where_they_show(ray_head, tiny_dataset, tmp_path):
+def test_forward_secrets_is_explicit_and_says_where_they_show(fresh_ray_head, tiny_dataset, tmp_path):
     """With --forward-secrets the value does land in Ray's records: the warning is true,
     and the search above would find a leak."""
     proj = _project(tmp_path)
@@ -88,23 +88,23 @@ def test_forward_secrets_is_explicit_and_says_where_they_show(ray_head, tiny_dat
     env = user_env(tmp_path / "home", WANDB_API_KEY=forwarded)
     r = subprocess.run(
         ["vlv-ray", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}",
-         "name=forwarded", "--address", ray_head.dashboard, "--forward-secrets"],
+         "name=forwarded", "--address", fresh_ray_head.dashboard, "--forward-secrets"],
         cwd=proj, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     job_id = r.stdout.split("submitted forwarded as ")[1].split()[0]
-    stop = _sh(f"RAY_AUTH_MODE=token ray job stop --address {ray_head.dashboard} {job_id}", cwd=proj, env=env,
+    stop = _sh(f"RAY_AUTH_MODE=token ray job stop --address {fresh_ray_head.dashboard} {job_id}", cwd=proj, env=env,
                timeout=300)
     assert stop.returncode == 0, stop.stderr[-2000:]
     warning = [line for line in r.stderr.splitlines() if line.startswith("vlv-ray: warning: forwarding WANDB_API_KEY")]
     assert len(warning) == 1 and "`ray job list`" in warning[0] and "runtime_env_agent.log" in warning[0]
-    places = _where_ray_keeps(forwarded, ray_head, job_id, cwd=proj, env=env)
+    places = _where_ray_keeps(forwarded, fresh_ray_head, job_id, cwd=proj, env=env)
     assert "ray job list" in places and f"/api/jobs/{job_id}" in places, places
 
 
-def test_rays_own_job_submit_as_the_readme_says(ray_head, tiny_dataset, tmp_path):
+def test_rays_own_job_submit_as_the_readme_says(fresh_ray_head, tiny_dataset, tmp_path):
     proj, runs = _project(tmp_path), tmp_path / "runs"
     env = user_env(tmp_path / "home")
-    cmd = (f"RAY_AUTH_MODE=token ray job submit --address {ray_head.dashboard} --working-dir . "
+    cmd = (f"RAY_AUTH_MODE=token ray job submit --address {fresh_ray_head.dashboard} --working-dir . "
            f"--runtime-env jobs/runtime_env.yaml -- vlv-ray train jobs/tiny.yaml "
            f"data.uri={tiny_dataset} storage_path={runs} name=raysubmit max_steps=3 checkpoint.every_steps=3")
     r = _sh(cmd, cwd=proj, env=env)
