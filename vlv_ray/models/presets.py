@@ -70,11 +70,12 @@ def tiny_vae(sample_size: int):
         scaling_factor=0.18215)
 
 
-def sd_scheduler():
+def sd_scheduler(prediction_type: str = "epsilon"):
+    """SD 2.x's DDPM schedule; "v_prediction" is the 768 px SD 2.1's objective."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, prediction_type="epsilon", clip_sample=False)
+                         beta_end=0.012, prediction_type=prediction_type, clip_sample=False)
 
 
 def build_tiny_diffusion(resolution: int) -> FrozenDiffusion:

@@ -75,10 +75,9 @@ def teacher_scheduler():
     gradient; ε-trained teachers ignored the position words entirely (a caption with the
     position changed moved their loss by < 1e-4). v's target at high noise is the clean image.
     """
-    from diffusers import DDPMScheduler
+    from vlv_ray.models.presets import sd_scheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, prediction_type="v_prediction", clip_sample=False)
+    return sd_scheduler("v_prediction")
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -97,7 +96,7 @@ VAE_KL_WEIGHT = 1e-8
 # values, so SD's 1e-6 (against a summed reconstruction loss) is ≈ 3e-10 here. At 1e-5 three
 # of the four latent channels collapsed to the prior: posterior std 1.6 against a signal of
 # std 0.1–0.16 (scaled), training latents mostly noise, and shape lost. At 1e-8 all four carry
-# the image and the posterior std is ≈ 0.02, as in SD's VAE.
+# the image and the posterior std is ≈ 0.01, as in SD's VAE.
 
 
 def train_vae(vae, images: torch.Tensor, *, steps: int, batch: int, seed: int, lr: float = 2e-3,
