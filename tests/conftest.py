@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, free_port
+from helpers import REPO, free_port, own_port_flags
 # DeepSpeed compiles C++ ops on first use; keep them in the repo's cache, not ~.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -117,8 +117,9 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
 
 
 @contextlib.contextmanager
-def start_ray_head():
-    """A real `ray start --head` with its dashboard, in a temp dir of its own; stopped by PID."""
+def start_ray_head(*flags: str):
+    """A real `ray start --head` with its dashboard, in a temp dir of its own; stopped by PID.
+    `flags` go last, so they override the head's own agent ports."""
     tmp = Path(tempfile.mkdtemp(prefix="vlvray-", dir="/tmp"))  # short: unix socket paths are capped
     port, dash = free_port(), free_port()
     # The head is started the way the README says: the project's environment on PATH, so
@@ -129,7 +130,7 @@ def start_ray_head():
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
          "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-         "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={tmp}", "--disable-usage-stats"],
+         "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={tmp}", "--disable-usage-stats", *own_port_flags(), *flags],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp)
     try:
         _wait_port(port, proc, log)
@@ -154,10 +155,8 @@ def ray_head():
 
 @pytest.fixture(scope="module")
 def fresh_ray_head():
-    """A head of the module's own, as a user's cluster is when they submit: the shared head
-    has been through every fault test by then, and once in a full run (loaded box) its job
-    agent stopped answering ("No available agent to submit job") for longer than submit's
-    90 s retry. Its temp dir holds only this module's jobs, which the secret search reads."""
+    """A head of the module's own, as a user's cluster is when they submit: nothing but this
+    module's jobs in its temp dir, which the secret search reads."""
     with start_ray_head() as head:
         yield head
 

@@ -24,6 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def own_port_flags() -> list[str]:
+    """`ray start` flags giving a head its own agent ports. Ray's defaults are fixed (the job
+    agent's HTTP port is 52365), so a second head on one machine finds them taken: its job
+    agent never comes up and every `ray job submit` to it answers "No available agent"."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--ray-client-server-port={free_port()}"]
+
+
 def tiny_job(dataset, runs, *overrides):
     from vlv_ray.config import load_job
 

@@ -165,7 +165,7 @@ def cmd_submit(args) -> int:
     from vlv_ray.train.submit import submit
 
     _, status = submit(args.job, address=args.address, overrides=args.overrides, wait=args.wait,
-                       forward_secrets=args.forward_secrets)
+                       forward_secrets=args.forward_secrets, agent_wait_s=args.agent_wait)
     return 0 if status in (None, "SUCCEEDED") else 1
 
 
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     subm.add_argument("--address", default=None,
                       help="the cluster's dashboard, e.g. http://head:8265 (default: $RAY_API_SERVER_ADDRESS)")
     subm.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
+    subm.add_argument("--agent-wait", type=float, default=90.0, metavar="SECONDS",
+                      help="how long to retry while the head answers that its job agent is not up (default: 90)")
     subm.add_argument("--forward-secrets", action="store_true",
                       help="send AWS_* and WANDB_API_KEY from this shell to the job; Ray then shows them in "
                            "`ray job list`, its jobs API and the head's logs (default: the nodes' own credentials)")

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import _wait_port, free_port, stop_process_tree
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, own_port_flags  # noqa: E402
 GPU_TYPES = ("gpu_l40s_x1_spot", "gpu_l40s_x2_spot")
 
 
@@ -45,7 +45,7 @@ def fake_cluster():
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
          f"--node-ip-address={ip}", "--num-cpus=2", f"--labels={head_labels}", f"--temp-dir={tmp}",
          f"--autoscaling-config={tmp / 'fake.yaml'}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", "--disable-usage-stats", *own_port_flags()],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp)
     try:
         _wait_port(port, proc, log)

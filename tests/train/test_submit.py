@@ -6,7 +6,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from conftest import RAY_TOKEN, user_env  # tests/ is on sys.path: its conftest.py is there
+from conftest import RAY_TOKEN, start_ray_head, user_env  # tests/ is on sys.path: its conftest.py is there
 from helpers import REPO, free_port
 SENTINELS = {"AWS_ACCESS_KEY_ID": "AKIASENTINEL7f3a9c", "AWS_SECRET_ACCESS_KEY": "secret-sentinel-7f3a9c",
              "WANDB_API_KEY": "wandb-sentinel-7f3a9c"}
@@ -130,6 +130,25 @@ def test_submit_refuses_a_job_file_outside_the_uploaded_directory(tmp_path):
                        cwd=proj, env=user_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "must be inside the current directory" in r.stderr and str(proj) in r.stderr
+
+
+def test_a_head_whose_job_agent_never_comes_up_is_one_line_naming_its_log(tmp_path):
+    """The second head on one machine, as it was in CI: its agent's port already taken."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with start_ray_head(f"--dashboard-agent-listen-port={held.getsockname()[1]}") as head:
+            proj = _project(tmp_path)
+            r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml", "--address", head.dashboard,
+                                "--agent-wait", "5"], cwd=proj, env=user_env(tmp_path / "home"),
+                               capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "agent is not up yet: retrying for up to 5s" in r.stdout
+    ours = [line for line in r.stderr.splitlines() if line.startswith("vlv-ray")]  # the rest is Ray's upload log
+    assert len(ours) == 1 and ours[0] == r.stderr.strip().splitlines()[-1], r.stderr
+    assert "did not come up in 5 s" in ours[0] and "dashboard_agent.log" in ours[0], r.stderr
 
 
 def test_submit_refuses_secrets_written_in_runtime_env(tmp_path):

@@ -76,7 +76,8 @@ def _auth_hint(e: Exception) -> str:
 
 
 def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = False,
-           forward_secrets: bool = False, timeout_s: float = 3600.0) -> tuple[str, str | None]:
+           forward_secrets: bool = False, timeout_s: float = 3600.0,
+           agent_wait_s: float = 90.0) -> tuple[str, str | None]:
     """Submit; return (submission id, final status or None when not waiting)."""
     cfg = load_job(job, overrides)  # fail here, not on the cluster
     workdir = Path.cwd().resolve()
@@ -97,7 +98,7 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     from ray.exceptions import AuthenticationError
 
     try:
-        job_id = _submit_when_agent_ready(client, entrypoint=entrypoint, runtime_env=env,
+        job_id = _submit_when_agent_ready(client, address=address, patience_s=agent_wait_s, entrypoint=entrypoint, runtime_env=env,
                                           metadata={"vlv_ray_job": cfg.name})
     except AuthenticationError as e:
         raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
@@ -115,7 +116,7 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     return job_id, status
 
 
-def _submit_when_agent_ready(client, *, patience_s: float = 90.0, **job) -> str:
+def _submit_when_agent_ready(client, *, address: str, patience_s: float = 90.0, **job) -> str:
     """Submit; while the head answers that no job agent is up yet (a head that has just started,
     or a loaded one: Ray says "try again later"), wait and retry, saying so once."""
     deadline = time.time() + patience_s
@@ -124,11 +125,17 @@ def _submit_when_agent_ready(client, *, patience_s: float = 90.0, **job) -> str:
         try:
             return client.submit_job(**job)
         except RuntimeError as e:
-            if "No available agent" not in str(e) or time.time() > deadline:
+            if "No available agent" not in str(e):
                 raise
             if not said:
                 print(f"the head's job agent is not up yet: retrying for up to {patience_s:.0f}s", flush=True)
                 said = True
+            if time.time() > deadline:
+                raise ConfigError(
+                    f"--address {address}: the head's job agent did not come up in {patience_s:.0f} s; its log is "
+                    "session_latest/logs/dashboard_agent.log in the head's temp dir. A second Ray head on one "
+                    "machine finds the agent's port (52365) taken: start it with --dashboard-agent-listen-port=PORT"
+                ) from None
             time.sleep(3)
 
 
