@@ -130,7 +130,8 @@ def start_ray_head(*flags: str):
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
          "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-         "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={tmp}", "--disable-usage-stats", *own_port_flags(), *flags],
+         "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={tmp}", "--disable-usage-stats",
+         *own_port_flags(), *flags],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp)
     try:
         _wait_port(port, proc, log)

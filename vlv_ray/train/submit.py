@@ -98,8 +98,8 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     from ray.exceptions import AuthenticationError
 
     try:
-        job_id = _submit_when_agent_ready(client, address=address, patience_s=agent_wait_s, entrypoint=entrypoint, runtime_env=env,
-                                          metadata={"vlv_ray_job": cfg.name})
+        job_id = _submit_when_agent_ready(client, address=address, patience_s=agent_wait_s, entrypoint=entrypoint,
+                                          runtime_env=env, metadata={"vlv_ray_job": cfg.name})
     except AuthenticationError as e:
         raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
     print(f"submitted {cfg.name} as {job_id}")
