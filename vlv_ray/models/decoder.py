@@ -31,6 +31,17 @@ def clip_text_from_embeds(text_model, inputs_embeds: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's objective: the noise (ε), or
+    SD 2.1-768's velocity (v)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"scheduler prediction_type {kind!r}: expected epsilon or v_prediction")
+
+
 def posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [B, H, W, 3] → the VAE posterior's (mean, std), each [B, C, H/8, W/8]."""
     dtype = next(vae.parameters()).dtype
@@ -89,13 +100,7 @@ class FrozenDiffusion(nn.Module):
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         noisy = sched.add_noise(latents, noise, t)
         pred = self.unet(noisy, t, encoder_hidden_states=cond.to(latents.dtype)).sample
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = sched.get_velocity(latents, noise, t)
-        else:
-            raise ValueError(f"scheduler prediction_type {self.prediction_type!r}: expected epsilon or v_prediction")
-        return F.mse_loss(pred.float(), target.float())
+        return F.mse_loss(pred.float(), diffusion_target(sched, latents, noise, t).float())
 
     # ------------------------------------------------------------------ reconstruction
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlv_ray.models.decoder import FrozenDiffusion, diffusion_target
 from vlv_ray.toyworld import tokens, world
 from vlv_ray.toyworld.assets import TEACHER_DIR
 
@@ -142,9 +143,8 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
     """Text encoder + UNet on the noise-prediction loss; returns the per-step losses.
 
     `min_snr_gamma` > 0 weights each sample by min(SNR, γ)/SNR, or min(SNR, γ)/(SNR + 1)
-    under v-prediction (Hang et al. 2023): the
-    low-noise steps, which only refine texture, count less, and the layout (where, what
-    shape) that the caption decides is learned sooner.
+    under v-prediction (Hang et al. 2023): the low-noise steps, which only refine texture,
+    count less, and the layout (where, what shape) that the caption decides is learned sooner.
     """
     snr_all = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
     g = torch.Generator().manual_seed(seed)
@@ -165,8 +165,7 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
         noise = torch.randn(x0.shape, generator=g)
         cond = text(input_ids=cond_ids).last_hidden_state
         pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(pred, diffusion_target(scheduler, x0, noise, t), reduction="none").mean(dim=(1, 2, 3))
         if min_snr_gamma > 0:
             snr = snr_all[t]
             v = scheduler.config.prediction_type == "v_prediction"
@@ -187,8 +186,6 @@ def train_denoiser(text, unet, scheduler, latents: tuple[torch.Tensor, torch.Ten
 
 def train(out: Path, *, n_images: int, vae_steps: int, unet_steps: int, batch: int, seed: int,
           lr: float = 1.5e-3, min_snr_gamma: float = 0.0, log=print) -> dict:
-    from vlv_ray.models.decoder import FrozenDiffusion
-
     torch.manual_seed(seed)  # the initial weights
     vae, text = vae_model(), text_model()
     unet = unet_model(text.config.hidden_size)
