@@ -163,6 +163,15 @@ class CostConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """`vlv-ray launch` (vlv_ray/launch): what happens around the run on a cluster it starts."""
+
+    # Where launch copies <storage_path>/<name>/export/ when the job ends, before the cluster
+    # is torn down (a local path or URI); empty: the exports stay in the run directory.
+    export_to: str = ""
+
+
+@dataclass
 class CallbackConfig:
     """A user callback run on every worker at the end of every step (`train/callbacks.py`)."""
 
@@ -186,6 +195,7 @@ class JobConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     callbacks: list[CallbackConfig] = field(default_factory=list)
 
     def validate(self) -> "JobConfig":
@@ -242,7 +252,7 @@ class JobConfig:
         """
         d = self.to_dict(redact=False)
         for k in ("name", "storage_path", "max_steps", "logging", "cost", "checkpoint", "storage", "scaling",
-                  "callbacks"):
+                  "callbacks", "launch"):
             d.pop(k, None)
         for k in SPEED_ONLY_KEYS:  # how the maths runs, not what it is: a resume may change them
             d["model"].pop(k, None)
