@@ -205,7 +205,7 @@ class LocalBackend:
     def down(self) -> None:
         pid = self.state.head.get("pid")
         if pid and self.is_up():
-            procs = _processes_of(pid)
+            procs = [pid, *_processes_of(pid)]
             _kill(pid, signal.SIGTERM)  # `ray start --block` stops its cluster on SIGTERM
             deadline = time.time() + 20
             while time.time() < deadline and any(_alive(p) for p in procs):
@@ -213,7 +213,10 @@ class LocalBackend:
                 time.sleep(0.5)
             for p in [*procs, *_processes_of(pid)]:
                 _kill(p, signal.SIGKILL)
-            _reap(pid)
+            deadline = time.time() + 10
+            while time.time() < deadline and _alive(pid):
+                _reap(pid)
+                time.sleep(0.2)
         if self.state.head.get("temp_dir"):
             shutil.rmtree(self.state.head["temp_dir"], ignore_errors=True)
 

@@ -143,7 +143,7 @@ class Follower:
         self.state.job_status = status
         self.state.save()
         print(f"[launch] job {self.state.job_id}: {status}", flush=True)
-        if "[vlv-ray] budget: " in text or (self.stopping and status == "STOPPED"):
+        if "[vlv-ray] budget: spent $" in text or (self.stopping and status == "STOPPED"):
             return "budget"
         return "succeeded" if status == "SUCCEEDED" else "failed"
 
