@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from vlv_ray.cost import catalog, skypilot
+from vlv_ray.cost.catalog import Price
 
 from helpers import REPO  # noqa: E402
 
@@ -30,23 +31,23 @@ n2-standard-4,4.0,16.0,,,,us-central1,us-central1-a,0.194236,0.04716
 
 
 def test_aws_regions_keep_spot_min_median_max_and_drop_what_is_not_a_training_node():
-    rows = {r.instance_type: r for r in skypilot.parse(AWS, "aws.csv", "aws")}
+    rows = {r["instance_type"]: Price(**r, price_date="-", source="-") for r in skypilot.parse(AWS, "aws.csv", "aws")}
     assert set(rows) == {"g6e.xlarge", "m6i.xlarge"}  # c5 is no listed head; g6f is a quarter GPU
     g = rows["g6e.xlarge"]
     assert (g.gpu_model, g.gpus, g.gpu_memory_gib, g.vcpus, g.zones) == ("L40S", 1, 44.7, 4, 3)
-    assert (g.on_demand, g.spot_min, g.spot_median, g.spot_max) == (1.861, 0.9154, 1.0492, 1.1975)
+    assert (g.on_demand_usd_per_hour, g.spot_min, g.spot_usd_per_hour, g.spot_max) == (1.861, 0.9154, 1.0492, 1.1975)
     assert g.cheapest_zone == "use1-az2"
     assert skypilot.guess_cloud(AWS, "aws.csv") == "aws" and skypilot.guess_cloud(GCP, "gcp.csv") == "gcp"
 
 
 def test_gcp_prices_the_gpu_and_its_host_vm_together_zone_by_zone():
-    rows = {r.instance_type: r for r in skypilot.parse(GCP, "gcp.csv", "gcp")}
+    rows = {r["instance_type"]: Price(**r, price_date="-", source="-") for r in skypilot.parse(GCP, "gcp.csv", "gcp")}
     a2 = rows["a2-highgpu-1g"]
     # us-central1-f lists only a 2-GPU price: that zone has no price for the 1-GPU machine.
     assert (a2.gpu_model, a2.gpus, a2.zones) == ("A100-40GB", 1, 2)
-    assert a2.on_demand == pytest.approx(0.73948 + 2.93391)
+    assert a2.on_demand_usd_per_hour == pytest.approx(0.73948 + 2.93391)
     assert (a2.spot_min, a2.spot_max) == (pytest.approx(0.36975 + 1.4341), pytest.approx(0.36975 + 1.5341))
-    assert rows["n2-standard-4"].gpus == 0 and rows["n2-standard-4"].on_demand == 0.194236
+    assert rows["n2-standard-4"].gpus == 0 and rows["n2-standard-4"].on_demand_usd_per_hour == 0.194236
 
 
 def test_the_snapshot_names_its_sources_and_spans_regions():

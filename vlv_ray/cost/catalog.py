@@ -160,10 +160,7 @@ def read_file(path: str, meta: dict | None = None) -> tuple[list[Price], set[str
         src = {"repo": "(user file)", "path": p.name, "commit": "-", "date": "?"}
         if meta is not None:
             meta[cloud] = src
-        return [Price(r.cloud, r.region, r.instance_type, r.gpu_model, r.gpus, r.vcpus, r.memory_gib, r.on_demand,
-                      r.spot_median, src["date"], f"{path}", spot_min=r.spot_min, spot_max=r.spot_max,
-                      gpu_memory_gib=r.gpu_memory_gib, zones=r.zones, cheapest_zone=r.cheapest_zone)
-                for r in regional], {cloud}
+        return [Price(**r, price_date=src["date"], source=path) for r in regional], {cloud}
     if set(USER_COLUMNS[:10]) <= set(header):
         rows = parse(text, path)
         return rows, {r.cloud for r in rows}

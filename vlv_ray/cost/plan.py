@@ -210,8 +210,10 @@ def write_cluster(row: dict, cat: Catalog, path: Path) -> dict:
             worker["node_config"]["scheduling"] = {"onHostMaintenance": "TERMINATE"}
         cfg["provider"].update(region=p.region, availability_zone=p.cheapest_zone or f"{p.region}-a")
     worker["resources"] = {"CPU": p.vcpus, "GPU": p.gpus, f"accelerator_type:{p.gpu_model}": p.gpus}
+    # vlv-ray/region: the live ledger (meter.py) prices each node at this region's row.
     worker["labels"] = {"vlv-ray/instance-type": p.instance_type, "vlv-ray/market": row["market"],
-                        "vlv-ray/node-type": name}
+                        "vlv-ray/node-type": name, "vlv-ray/region": p.region}
+    types[head_name]["labels"]["vlv-ray/region"] = p.region
     cfg["available_node_types"] = {head_name: types[head_name], name: worker}
     cfg["max_workers"] = nodes
     requires = next((line + "\n" for line in tpl.read_text().splitlines() if line.startswith("# requires:")), "")

@@ -16,7 +16,6 @@ import csv
 import io
 import re
 import statistics
-from dataclasses import dataclass
 
 # The columns that mark a SkyPilot-format catalog (the order differs between clouds).
 COLUMNS = ("InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "GpuInfo",
@@ -38,24 +37,6 @@ _GPU_MEM = re.compile(r"'SizeInMiB':\s*(\d+)")
 
 class FormatError(ValueError):
     """Not a SkyPilot-format catalog, or a row of one that cannot be read."""
-
-
-@dataclass(frozen=True)
-class RegionPrice:
-    cloud: str
-    region: str
-    instance_type: str
-    gpu_model: str  # "" for CPU heads
-    gpus: int
-    gpu_memory_gib: float
-    vcpus: int
-    memory_gib: float
-    on_demand: float | None
-    spot_min: float | None
-    spot_median: float | None
-    spot_max: float | None
-    zones: int
-    cheapest_zone: str  # the zone of spot_min (else of the on-demand price): where a cluster should go
 
 
 def is_skypilot(header: list[str]) -> bool:
@@ -81,8 +62,9 @@ def _num(where: str, col: str, raw: str) -> float | None:
         raise FormatError(f"{where}: {col}: got {raw!r}, expected a number") from None
 
 
-def parse(text: str, origin: str, cloud: str) -> list[RegionPrice]:
-    """Per-region prices of the GPU instance types and CPU heads in a SkyPilot vms.csv."""
+def parse(text: str, origin: str, cloud: str) -> list[dict]:
+    """Per-region prices of the GPU instance types and CPU heads in a SkyPilot vms.csv, as the
+    keyword arguments of `catalog.Price` (less its date and source)."""
     reader = csv.DictReader(io.StringIO(text))
     if not is_skypilot(reader.fieldnames or []):
         raise FormatError(f"{origin}: header: expected SkyPilot's columns {','.join(COLUMNS)}")
@@ -122,9 +104,11 @@ def parse(text: str, origin: str, cloud: str) -> list[RegionPrice]:
         od = [x[5] for x in rows if x[5] is not None]
         sp = [x[6] for x in rows if x[6] is not None]
         zone = min(rows, key=lambda x: (x[6] is None, x[6] or 0.0, x[7]))[7]
-        out.append(RegionPrice(cloud, region, inst, gpu_model, count, round(gpu_mem, 1), vcpus, mem,
-                               statistics.median(od) if od else None, min(sp) if sp else None,
-                               statistics.median(sp) if sp else None, max(sp) if sp else None, len(rows), zone))
+        out.append(dict(cloud=cloud, region=region, instance_type=inst, gpu_model=gpu_model, gpus=count,
+                        gpu_memory_gib=round(gpu_mem, 1), vcpus=vcpus, memory_gib=mem,
+                        on_demand_usd_per_hour=statistics.median(od) if od else None,
+                        spot_min=min(sp) if sp else None, spot_usd_per_hour=statistics.median(sp) if sp else None,
+                        spot_max=max(sp) if sp else None, zones=len(rows), cheapest_zone=zone))
     if not out:
         raise FormatError(f"{origin}: no GPU instance type or CPU head ({', '.join(HEADS)}) in it")
     return out
