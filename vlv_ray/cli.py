@@ -214,7 +214,7 @@ def cmd_cost_estimate(args) -> int:
 
 
 def cmd_cost_prices(args) -> int:
-    from vlv_ray.cost import catalog
+    from vlv_ray.cost import catalog, hardware
 
     cat = catalog.load(args.sources or None, replace_clouds=args.replace)
     for spec in args.source or []:
@@ -225,21 +225,23 @@ def cmd_cost_prices(args) -> int:
             raise UserError(f"--source: got {spec!r}, expected CLOUD:repo=R,path=P,commit=C,date=YYYY-MM-DD") from None
     if args.save:
         catalog.write_snapshot(cat.rows, cat.meta, catalog.SNAPSHOT)
-    summary = {cloud: {**meta, "regions": sorted({p.region for p in cat.rows if p.cloud == cloud}),
-                       "instance_types": sorted({p.instance_type for p in cat.rows if p.cloud == cloud}),
-                       "rows": sum(p.cloud == cloud for p in cat.rows)}
-               for cloud, meta in sorted(cat.meta.items())}
-    for cloud in sorted({p.cloud for p in cat.rows} - set(summary)):  # user-format rows: no source line
-        summary[cloud] = {"repo": "(user rows)", "regions": sorted({p.region for p in cat.rows if p.cloud == cloud}),
-                          "instance_types": sorted({p.instance_type for p in cat.rows if p.cloud == cloud}),
-                          "rows": sum(p.cloud == cloud for p in cat.rows)}
+    summary = {}
+    for cloud in sorted({p.cloud for p in cat.rows} | set(cat.meta)):
+        rows = [p for p in cat.rows if p.cloud == cloud]
+        shapes = {p.instance_type: {"gpu_model": p.gpu_model, "gpus": p.gpus, "gpu_memory_gib": p.gpu_memory_gib,
+                                    "vcpus": p.vcpus, "memory_gib": p.memory_gib,
+                                    "network": (hardware.network_gbps(p.instance_type) or (None, "unknown"))[1]}
+                  for p in rows}
+        summary[cloud] = {**cat.meta.get(cloud, {"repo": "(user rows)"}), "regions": sorted({p.region for p in rows}),
+                          "instance_types": sorted(shapes), "instances": shapes, "rows": len(rows)}
     if args.json:
         print(json.dumps({"snapshot": str(catalog.SNAPSHOT), "saved": args.save, "clouds": summary}, indent=1))
         return 0
     print(f"price snapshot {catalog.SNAPSHOT}{' (saved)' if args.save else ''}"
           f"{' + ' + ', '.join(args.sources) if args.sources else ''}")
     for cloud, s in summary.items():
-        print(f"  {cloud}: {s.get('repo', '?')} {s.get('path', '')} @ {s.get('commit', '?')[:12]} ({s.get('date', '?')}): "
+        print(f"  {cloud}: {s.get('repo', '?')} {s.get('path', '')} @ {s.get('commit', '?')[:12]} "
+              f"({s.get('date', '?')}): "
               f"{s['rows']} rows, {len(s['instance_types'])} instance types, {len(s['regions'])} regions")
         print(f"    regions: {', '.join(s['regions'])}")
     return 0

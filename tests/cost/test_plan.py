@@ -65,6 +65,18 @@ def test_an_unmeasured_gpu_is_estimated_from_peak_and_bandwidth_and_labelled():
     assert "datasheet" in model.quote(cfg, a10g, "spot", Catalog([a10g]), measured())
 
 
+def test_end_to_end_train_rows_come_before_bare_step_rows(tmp_path):
+    def row(bench, sps, **kw):
+        return {"bench": bench, "stage": 1, "preset": "paper", "config": "ours", "device": "NVIDIA H200",
+                "batch_size": 32, "resolution": 384, "samples_per_s_per_gpu": sps, "date": "2026-11-26", **kw}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"results": [row("train", 61.0, date="2026-11-01"), row("step", 76.71),
+                                               row("step", 80.0, date="2026-12-24")]}))
+    got = model.measured(1, results, resolution=384, batch_size=32)
+    sps, where, _ = got.throughput["H200"]
+    assert sps == 61.0 and where.startswith("measured (train)")  # the real path's figure wins, even if older
+
+
 def test_memory_fits_as_is_with_recompute_or_not_at_all():
     cfg = load_job(STAGE1, [])
     assert model.fit(cfg, 44.7, measured()) == ([], 1.0)  # L40S: 29.7 GiB at batch 32

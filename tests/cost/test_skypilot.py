@@ -76,6 +76,9 @@ def test_cost_prices_reads_a_newer_download_and_user_rows(tmp_path):
     assert clouds["aws"]["instance_types"] == ["g6e.xlarge", "m6i.xlarge"]  # --replace: the download's rows only
     assert clouds["aws"]["regions"] == ["us-east-1"] and clouds["onprem"]["rows"] == 1
     assert clouds["gcp"]["rows"] > 100  # other clouds stay
+    g6e = clouds["aws"]["instances"]["g6e.xlarge"]  # what the planner needs of each instance
+    assert (g6e["gpus"], g6e["gpu_memory_gib"], g6e["vcpus"]) == (1, 44.7, 4) and "20 Gbit/s" in g6e["network"]
+    assert clouds["aws"]["instances"]["m6i.xlarge"]["network"] == "unknown"
     r = cli("prices")
     assert r.returncode == 0 and "skypilot-org/skypilot-catalog" in r.stdout and "anycloud-sh/catalog" in r.stdout
 

@@ -22,8 +22,8 @@ SNAPSHOT = Path(__file__).with_name("snapshot.csv")
 USER_COLUMNS = ("cloud", "region", "instance_type", "gpu_model", "gpus", "vcpus", "memory_gib",
                 "on_demand_usd_per_hour", "spot_usd_per_hour", "price_date", "source", "note")
 COLUMNS = USER_COLUMNS  # the user format's header (tests and docs name it)
-SNAPSHOT_COLUMNS = ("cloud", "region", "instance_type", "gpu_model", "gpus", "gpu_memory_gib", "vcpus",
-                    "memory_gib", "on_demand_usd_per_hour", "spot_min", "spot_median", "spot_max", "zones", "cheapest_zone")
+SNAPSHOT_COLUMNS = ("cloud", "region", "instance_type", "gpu_model", "gpus", "gpu_memory_gib", "vcpus", "memory_gib",
+                    "on_demand_usd_per_hour", "spot_min", "spot_median", "spot_max", "zones", "cheapest_zone")
 MARKETS = ("spot", "on-demand")
 SPOT_STATS = ("min", "median", "max")
 _DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
@@ -79,7 +79,8 @@ def parse(text: str, origin: str) -> list[Price]:
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in USER_COLUMNS[:10] if c not in (reader.fieldnames or [])]
     if missing:
-        raise CatalogError(f"{origin}: header: missing column(s) {', '.join(missing)}; expected {','.join(USER_COLUMNS)}")
+        raise CatalogError(f"{origin}: header: missing column(s) {', '.join(missing)}; "
+                           f"expected {','.join(USER_COLUMNS)}")
     rows = []
     for i, r in enumerate(reader, start=2):  # line 1 is the header
         where = f"{origin}: row {i}"

@@ -150,7 +150,8 @@ def format_plan(out: dict) -> str:
         j0 = r["jobs"][0]
         market = r["market"] + (f"/{j0['spot_price']}" if r["market"] == "spot" else "")
         lines.append(f"  {i:>2} {r['cloud']:<5} {r['region']:<22} {r['instance_type']:<18} {market:<9} "
-                     f"{j0['usd_per_node_hour']:>8.3f} {j0['nodes']:>5} {sum(j['wall_hours'] for j in r['jobs']):>7.1f} "
+                     f"{j0['usd_per_node_hour']:>8.3f} {j0['nodes']:>5} "
+                     f"{sum(j['wall_hours'] for j in r['jobs']):>7.1f} "
                      f"{r['total_usd']:>9,.0f}{' *' if r['estimated'] else ''}")
         for j in r["jobs"]:
             lines.append(f"       {j['job']}: {j['samples']:,} samples at {j['samples_per_s_per_gpu']:.1f} smp/s/GPU "

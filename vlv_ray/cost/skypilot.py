@@ -80,7 +80,8 @@ def parse(text: str, origin: str, cloud: str) -> list[dict]:
         vms.append((where, r, inst, price, spot))
     zones: dict[tuple[str, str], list] = {}
     for where, r, inst, price, spot in vms:
-        acc, count, info = (r["AcceleratorName"] or "").strip(), _num(where, "AcceleratorCount", r["AcceleratorCount"]), r["GpuInfo"] or ""
+        acc, info = (r["AcceleratorName"] or "").strip(), r["GpuInfo"] or ""
+        count = _num(where, "AcceleratorCount", r["AcceleratorCount"])
         if cloud == "gcp" and (bundled := _gcp_gpu(inst)):
             acc, count = bundled
             gpu = gpus.get((r["AvailabilityZone"], acc, count))
