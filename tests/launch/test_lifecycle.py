@@ -25,6 +25,7 @@ import yaml
 
 from conftest import user_env
 from helpers import REPO
+from vlv_ray.cost import catalog
 
 pytestmark = pytest.mark.integration
 CATALOG_HEADER = ("cloud,region,instance_type,gpu_model,gpus,vcpus,memory_gib,on_demand_usd_per_hour,"
@@ -128,6 +129,8 @@ def _cleanup(user, name):
 @pytest.mark.timeout(1200)
 def test_capacity_fallback_then_a_killed_launcher_re_attaches_and_the_job_ends_torn_down(user, tiny_dataset, tmp_path):
     cluster = _sold_out_cluster(tmp_path)
+    prices = catalog.load()
+    x1, x2 = (prices.lookup(t).usd_per_hour("spot") for t in ("g6e.xlarge", "g6e.2xlarge"))
     args = ["jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}", "name=fallback",
             "max_steps=40", "checkpoint.every_steps=10", "scaling.num_workers=1", "scaling.accelerator_type=L40S",
             f"launch.export_to={tmp_path / 'exports'}", "--cluster", cluster, "--capacity-wait", "10", "--budget", "50"]
@@ -137,7 +140,8 @@ def test_capacity_fallback_then_a_killed_launcher_re_attaches_and_the_job_ends_t
         head = _state(user["home"], "fallback")["head"]
         first.proc.kill()  # the laptop died: the cluster keeps running and billing
         first.finish(30)
-        assert "switching to gpu_l40s_x1_spot (g6e.xlarge spot $0.800/h), -0.200 $/h per node" in first.out, first.out
+        assert (f"switching to gpu_l40s_x1_spot (g6e.xlarge spot ${x1:.3f}/h), {x1 - x2:+.3f} $/h per node"
+                in first.out), first.out
         assert "capacity: no gpu_soldout_spot node joined in 1" in first.out
         assert "nodes: 1 head on-demand, 1 spot | pool gpu_l40s_x1_spot" in first.out  # the live status line
 
@@ -157,13 +161,13 @@ def test_capacity_fallback_then_a_killed_launcher_re_attaches_and_the_job_ends_t
     assert st["head"] == head and st["ended"] == "succeeded"  # the same head throughout: no second cluster
     (switch,) = st["switches"]
     assert (switch["from"], switch["to"], switch["from_usd_per_hour"], switch["to_usd_per_hour"]) == (
-        "gpu_soldout_spot", "gpu_l40s_x1_spot", 1.0, 0.8)
+        "gpu_soldout_spot", "gpu_l40s_x1_spot", x2, x1)
     assert (tmp_path / "exports" / "stage1").is_dir() and any((tmp_path / "exports" / "stage1").iterdir())
 
     led = _ledger(user["home"], "fallback")
     types = {e["node_type"]: e for e in led["entries"].values()}
     assert "gpu_soldout_spot" not in types
-    assert types["gpu_l40s_x1_spot"]["usd_per_hour"] == 0.8 and types["gpu_l40s_x1_spot"]["seconds"] > 5
+    assert types["gpu_l40s_x1_spot"]["usd_per_hour"] == x1 and types["gpu_l40s_x1_spot"]["seconds"] > 5
     head_entry = types["head"]  # counted from `up` to teardown, across the launcher's death
     assert head_entry["seconds"] == pytest.approx(st["down_at"] - st["up_started_at"], rel=0.1)
     assert "cluster cost $" in again.out

@@ -23,6 +23,8 @@ import yaml
 from vlv_ray.config import ConfigError
 from vlv_ray.cost.meter import INSTANCE, MARKET, NODE_TYPE
 
+REGION = "vlv-ray/region"  # the label `cost plan --write-cluster` sets; the live ledger prices by it
+
 VAR = re.compile(r"\$\{(VLV_[A-Z_]*)\}")
 LOCAL_PROVIDERS = ("fake_multinode",)  # Ray's "local" provider is on-premises machines: remote
 
@@ -41,9 +43,11 @@ def render(path: str | Path, env: dict[str, str] | None = None) -> str:
 
 
 def ray_schema() -> dict:
-    import ray
+    """The schema `ray up` checks, shipped inside the installed `ray` (found without importing it)."""
+    import importlib.util
 
-    return json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    origin = importlib.util.find_spec("ray").origin
+    return json.loads((Path(origin).parent / "autoscaler" / "ray-schema.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class ClusterSpec:
         return self.config["provider"]["type"]
 
     @property
+    def region(self) -> str | None:
+        return self.config["provider"].get("region")
+
+    @property
     def remote(self) -> bool:
         return self.provider not in LOCAL_PROVIDERS
 
@@ -123,7 +131,7 @@ class ClusterSpec:
         def pool(t: str, spec: dict, generated: bool = False) -> Pool:
             labels = spec.get("labels") or {}
             instance, market = labels.get(INSTANCE, t), labels.get(MARKET, "on-demand")
-            price = catalog.lookup(instance)
+            price = catalog.lookup(instance, labels.get(REGION) or self.region)
             return Pool(t, instance, market, price.usd_per_hour(market) if price else None, generated)
 
         spot = [pool(t, s) for t, s in fits.items() if (s.get("labels") or {}).get(MARKET) == "spot"]

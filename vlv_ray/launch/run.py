@@ -18,14 +18,13 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig, load_job
 from vlv_ray.cost import catalog as catalog_mod
 from vlv_ray.cost.catalog import CatalogError
-from vlv_ray.cost.meter import INSTANCE
 from vlv_ray.launch import backend as backends
 from vlv_ray.launch.clusterfile import ClusterSpec, Pool, dump, missing_credentials
 from vlv_ray.launch.follow import Follower, wait_dashboard
@@ -91,28 +90,26 @@ def prepare(opts: LaunchOptions) -> Plan:
 
 
 def estimate_usd(cfg: JobConfig, spec: ClusterSpec, pool: Pool, throughput: float | None) -> tuple[float | None, str]:
-    """The cost model's figure for this job on `pool` plus the cluster's head: the one place
-    launch calls vlv_ray/cost/estimate.py (so a new planner there changes only this)."""
+    """The cost model's figure for this job on `pool` (GPU nodes + head + storage): the one place
+    launch calls vlv_ray/cost/estimate.py, so a change of the model changes only this."""
     from vlv_ray.cost import estimate
 
+    cfg = replace(cfg, cost=replace(cfg.cost, region=cfg.cost.region or spec.region))
     cat = catalog_mod.load(cfg.cost.prices_csv)
     try:
         e = estimate.estimate(cfg, cat, throughput=throughput, instance=pool.instance_type, alternatives=0)
     except CatalogError as err:
         return None, f"estimate: unavailable ({err})"
     row = e["instance"]
-    if row is None or row["instance_type"] != pool.instance_type:
-        return None, (f"estimate: unavailable (no samples/s figure for {pool.instance_type}'s GPU in "
-                      "benchmarks/results.json; pass --throughput)")
-    gpu = row["spot_usd"] if pool.market == "spot" and row["spot_usd"] is not None else row["on_demand_usd"]
-    head_type = spec.head_labels().get(INSTANCE, "")
-    head = cat.lookup(head_type, cfg.cost.region)
-    head_usd = head.on_demand_usd_per_hour * row["wall_hours"] if head else 0.0
-    total = gpu + head_usd
-    return total, (f"estimate: ${total:,.2f} = {row['nodes']} × {pool.instance_type} {pool.market} for "
-                   f"{row['wall_hours']:.1f} h (${gpu:,.2f}) + head {head_type or '?'} on-demand (${head_usd:,.2f}); "
+    spot = pool.market == "spot" and row and row["spot_usd"] is not None
+    total = (row["spot_usd"] if spot else row["on_demand_usd"]) if row else None
+    if total is None:
+        return None, f"estimate: unavailable (no {pool.market} price for {pool.instance_type})"
+    wall = row["spot_wall_hours"] if spot else row["wall_hours"]
+    return total, (f"estimate: ${total:,.2f} for {row['nodes']} × {pool.instance_type} {pool.market}, {wall:.1f} h "
+                   f"(head ${row['head_usd']:,.2f} and storage ${row['storage_usd']:,.2f} included); "
                    f"{e['samples']:,} samples at {row['samples_per_s_per_gpu']:.1f}/s per GPU "
-                   f"({row['throughput_from']})")
+                   f"({row['throughput_from']}{', estimated' if row['estimated'] else ''})")
 
 
 def confirm(total: float | None, opts: LaunchOptions) -> None:
@@ -174,6 +171,9 @@ def launch(opts: LaunchOptions) -> int:
         total, text = estimate_usd(plan.cfg, plan.spec, plan.pools[0], opts.throughput)
         print(f"[launch] {text}", flush=True)
         if opts.dry_run:
+            if total is not None and opts.budget_usd is not None and total > opts.budget_usd and not opts.yes:
+                print(f"[launch] the estimate is over --budget ${opts.budget_usd:,.2f}: launch would stop here "
+                      "unless confirmed (or --yes)")
             return dry_run(plan, opts)
         if attach:
             old.keep, old.budget_usd = opts.keep, opts.budget_usd if opts.budget_usd is not None else old.budget_usd
@@ -192,7 +192,8 @@ def launch(opts: LaunchOptions) -> int:
 
 def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
     state, be = plan.state, backends.for_state(plan.state)
-    watch = ClusterWatch(state, plan.pools, plan.cfg.cost, plan.cfg.stage, opts.capacity_wait_s)
+    cost = replace(plan.cfg.cost, region=plan.cfg.cost.region or plan.spec.region)  # price nodes where they run
+    watch = ClusterWatch(state, plan.pools, cost, plan.cfg.stage, opts.capacity_wait_s)
     ended = "interrupted"
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a closed terminal / `kill`: same as Ctrl-C
     try:
