@@ -5,9 +5,23 @@ import argparse
 import json
 
 
+FLAGS = {"budget_usd": "--budget", "yes": "--yes", "name": "--down", "capacity_wait_s": "--capacity-wait",
+         "throughput": "--throughput"}
+
+
 def cmd_launch(args) -> int:
     from vlv_ray.config import ConfigError
     from vlv_ray.launch import run
+
+    try:
+        return _launch(args, run)
+    except run.LaunchError as e:  # the library names its argument; the user typed a flag
+        message = e.message.replace("yes=True", "--yes")
+        raise ConfigError(f"{FLAGS.get(e.arg, e.arg)}: {message}") from None
+
+
+def _launch(args, run) -> int:
+    from vlv_ray.config import ConfigError
 
     if args.status:
         rows = run.status_rows()

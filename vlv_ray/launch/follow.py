@@ -168,7 +168,7 @@ class Follower:
             grace = max(BUDGET_GRACE_S, 3 * self.plan.cfg.cost.poll_s)
             if self.over_since is None:
                 self.over_since = snap.at
-                console.line(f"[launch] budget: the cluster has cost ${snap.usd:.4f} of --budget ${budget:.2f}; "
+                console.line(f"[launch] budget: the cluster has cost ${snap.usd:.4f} of the budget ${budget:.2f}; "
                              f"the job checkpoints and stops at its next step, or is stopped in {grace:.0f} s")
             elif snap.at - self.over_since >= grace:
                 console.line(f"[launch] budget: the job has not stopped in {grace:.0f} s: stopping it")

@@ -34,6 +34,15 @@ from vlv_ray.launch.watch import ClusterWatch
 EXIT = {"succeeded": 0, "failed": 1, "budget": 1, "interrupted": 130}
 
 
+class LaunchError(ConfigError):
+    """Bad input named by the `LaunchOptions` field (or `down`'s argument) it concerns; the CLI
+    says it in its flags."""
+
+    def __init__(self, arg: str, message: str):
+        self.arg, self.message = arg, message
+        super().__init__(f"{arg}: {message}")
+
+
 @dataclass
 class LaunchOptions:
     job: str
@@ -115,12 +124,12 @@ def estimate_usd(cfg: JobConfig, spec: ClusterSpec, pool: Pool, throughput: floa
 def confirm(total: float | None, opts: LaunchOptions) -> None:
     if total is None or opts.budget_usd is None or total <= opts.budget_usd or opts.yes:
         return
-    question = f"the estimate ${total:,.2f} is over --budget ${opts.budget_usd:,.2f}"
+    question = f"the estimate ${total:,.2f} is over the budget ${opts.budget_usd:,.2f}"
     if sys.stdin.isatty():
         if input(f"[launch] {question}: launch anyway? [y/N] ").strip().lower() in ("y", "yes"):
             return
-        raise ConfigError(f"--budget: {question}; not launched")
-    raise ConfigError(f"--budget: {question}; pass --yes to launch anyway")
+        raise LaunchError("budget_usd", f"{question}; not launched")
+    raise LaunchError("budget_usd", f"{question}; confirm with yes=True to launch anyway")
 
 
 def job_overrides(plan: Plan, opts: LaunchOptions, budget_left: float | None) -> list[str]:
@@ -172,8 +181,8 @@ def launch(opts: LaunchOptions) -> int:
         print(f"[launch] {text}", flush=True)
         if opts.dry_run:
             if total is not None and opts.budget_usd is not None and total > opts.budget_usd and not opts.yes:
-                print(f"[launch] the estimate is over --budget ${opts.budget_usd:,.2f}: launch would stop here "
-                      "unless confirmed (or --yes)")
+                print(f"[launch] the estimate is over the budget ${opts.budget_usd:,.2f}: launch would stop "
+                      "here unless confirmed (or --yes)")
             return dry_run(plan, opts)
         if attach:
             old.keep, old.budget_usd = opts.keep, opts.budget_usd if opts.budget_usd is not None else old.budget_usd
@@ -249,9 +258,12 @@ def _stop_job(state: LaunchState) -> None:
         client = JobSubmissionClient(state.dashboard)
         client.stop_job(state.job_id)
         deadline = time.time() + 60
-        while time.time() < deadline and str(client.get_job_status(state.job_id)).split(".")[-1] not in (
-                "STOPPED", "FAILED", "SUCCEEDED"):
+        status = str(client.get_job_status(state.job_id)).split(".")[-1]
+        while time.time() < deadline and status not in ("STOPPED", "FAILED", "SUCCEEDED"):
             time.sleep(1)
+            status = str(client.get_job_status(state.job_id)).split(".")[-1]
+        state.job_status = status
+        state.save()
     except Exception as e:  # noqa: BLE001 (the teardown that follows matters more)
         print(f"[launch] could not stop job {state.job_id}: {e}", flush=True)
 
@@ -352,7 +364,7 @@ def down(name: str) -> int:
 
     state = LaunchState.load(name)
     if state is None:
-        raise ConfigError(f"--down {name}: no such launch (vlv-ray launch --status lists them)")
+        raise LaunchError("name", f"{name}: no such launch (`vlv-ray launch --status` lists them)")
     lock = Lock(name)
     try:
         be = backends.for_state(state)
