@@ -33,6 +33,10 @@ from vlv_ray.launch import clusterfile
 from vlv_ray.launch.state import LaunchState
 
 
+class ClusterFailed(RuntimeError):
+    """The cluster could not be started, reached or torn down; the message says where to look."""
+
+
 def ray_cli() -> str:
     """The `ray` beside this interpreter (the project's venv), so client and cluster match."""
     here = Path(sys.executable).parent / "ray"
@@ -110,7 +114,7 @@ class CloudBackend:
         with self.state.sibling(log).open("a") as f:
             r = subprocess.run(self._ray(*args), stdout=subprocess.PIPE, stderr=f, text=True, timeout=timeout)
         if r.returncode != 0:
-            raise RuntimeError(f"ray {args[0]} failed (exit {r.returncode}); its log: {self.state.sibling(log)}")
+            raise ClusterFailed(f"ray {args[0]} failed (exit {r.returncode}); its log: {self.state.sibling(log)}")
         return r.stdout
 
     def up(self, cfg: dict) -> None:
@@ -130,7 +134,7 @@ class CloudBackend:
 
         ours = AuthenticationTokenLoader.instance().get_raw_token(ignore_auth_mode=True)
         if ours not in theirs:
-            raise RuntimeError(f"the head's auth token differs from ~/.ray/auth_token (it is mounted from there): "
+            raise ClusterFailed(f"the head's auth token differs from ~/.ray/auth_token (it is mounted from there): "
                                f"`ray down -y {self.file}` and launch again")
 
     def is_up(self) -> bool:
@@ -225,12 +229,12 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the local head exited while starting; its log: {log}\n{log.read_text()[-2000:]}")
+            raise ClusterFailed(f"the local head exited while starting; its log: {log}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.5)
-    raise RuntimeError(f"the local head did not open port {port} in {timeout_s:.0f} s; its log: {log}")
+    raise ClusterFailed(f"the local head did not open port {port} in {timeout_s:.0f} s; its log: {log}")
 
 
 def _processes_of(pid: int) -> list[int]:

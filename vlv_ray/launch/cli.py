@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 FLAGS = {"budget_usd": "--budget", "yes": "--yes", "name": "--down", "capacity_wait_s": "--capacity-wait",
@@ -13,11 +14,16 @@ def cmd_launch(args) -> int:
     from vlv_ray.config import ConfigError
     from vlv_ray.launch import run
 
+    from vlv_ray.launch.backend import ClusterFailed
+
     try:
         return _launch(args, run)
     except run.LaunchError as e:  # the library names its argument; the user typed a flag
         message = e.message.replace("yes=True", "--yes")
         raise ConfigError(f"{FLAGS.get(e.arg, e.arg)}: {message}") from None
+    except ClusterFailed as e:  # not bad input: exit 1, one line all the same (the cluster is down by now)
+        print(f"vlv-ray: error: launch: {e}", file=sys.stderr)
+        return 1
 
 
 def _launch(args, run) -> int:

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from vlv_ray import storage
+from vlv_ray.launch.backend import ClusterFailed
 from vlv_ray.launch.watch import ClusterWatch, status_line
 
 STEP = re.compile(r"step (\d+)/(\d+) \|.*?\| ([\d.]+) samples/s")
@@ -31,7 +32,7 @@ BUDGET_GRACE_S = 120.0  # past the budget, how long the job's guard gets to chec
 def wait_dashboard(url: str | None, timeout_s: float = 300.0) -> None:
     """Until the head's dashboard answers at all (any HTTP status: token auth may refuse us)."""
     if not url:
-        raise RuntimeError("the launch state has no dashboard address: `vlv-ray launch --down NAME` and launch again")
+        raise ClusterFailed("the launch state has no dashboard address: `vlv-ray launch --down NAME` and launch again")
     deadline = time.time() + timeout_s
     while True:
         try:
@@ -41,7 +42,7 @@ def wait_dashboard(url: str | None, timeout_s: float = 300.0) -> None:
             return
         except OSError:
             if time.time() > deadline:
-                raise RuntimeError(f"the head's dashboard at {url} did not answer in {timeout_s:.0f} s") from None
+                raise ClusterFailed(f"the head's dashboard at {url} did not answer in {timeout_s:.0f} s") from None
             time.sleep(1)
 
 
