@@ -156,6 +156,7 @@ def test_capacity_fallback_then_a_killed_launcher_re_attaches_and_the_job_ends_t
     finally:
         _cleanup(user, "fallback")
     assert "[launch] re-attaching to fallback" in again.out and "[launch] starting" not in again.out
+    assert "earlier lines of the job: RAY_AUTH_MODE=token ray job logs --address http://127.0.0.1:" in again.out
     assert "done: step 40" in again.out and "SUCCEEDED" in again.out
     st = _torn_down(user["home"], "fallback")
     assert st["head"] == head and st["ended"] == "succeeded"  # the same head throughout: no second cluster

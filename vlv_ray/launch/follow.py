@@ -22,10 +22,12 @@ from pathlib import Path
 from vlv_ray import storage
 from vlv_ray.launch.backend import ClusterFailed
 from vlv_ray.launch.watch import ClusterWatch, status_line
+from vlv_ray.train import auth
 
 STEP = re.compile(r"step (\d+)/(\d+) \|.*?\| ([\d.]+) samples/s")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 PLAIN_EVERY_S = 5.0
+REATTACH_TAIL = 20  # lines of context shown when following a job again
 BUDGET_GRACE_S = 120.0  # past the budget, how long the job's guard gets to checkpoint and stop
 
 
@@ -115,10 +117,11 @@ class Follower:
         self.state.job_id, self.state.status = job_id, "running"
         self.state.save()
 
-    def follow(self) -> str:
-        """Until the job ends; returns how: succeeded | failed | budget."""
+    def follow(self, *, attached: bool = False) -> str:
+        """Until the job ends; returns how: succeeded | failed | budget. Re-attached, it shows
+        only the last `REATTACH_TAIL` lines the job logged while nobody followed."""
         console = Console(self.state.sibling(".log"))
-        offset, pending, text = 0, "", ""
+        offset, pending, text, cut = 0, "", "", attached
         try:
             while True:
                 status = str(self.client.get_job_status(self.state.job_id)).split(".")[-1]
@@ -127,11 +130,17 @@ class Follower:
                 text += new
                 pending += new
                 *lines, pending = pending.split("\n")
-                for line in lines:
+                skip = max(0, len(lines) - REATTACH_TAIL) if cut else 0
+                if skip:
+                    console.line(f"[launch] … {skip} earlier lines of the job: "
+                                 f"{auth.cli_prefix()}ray job logs --address {self.state.dashboard} {self.state.job_id}")
+                for i, line in enumerate(lines):
                     m = STEP.search(line)
                     if m:
                         self.step, self.rate = f"{m[1]}/{m[2]}", m[3]
-                    console.line(line)
+                    if i >= skip:
+                        console.line(line)
+                cut = False  # only the first read of a re-attached job is cut
                 snap = self._poll(console, status)
                 console.set_status(status_line(self.step, self.rate, snap, self.state.budget_usd, self.state.pool))
                 if status in TERMINAL:

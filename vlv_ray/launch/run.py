@@ -225,7 +225,7 @@ def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
                 ended = "budget"
                 raise _Ended()
             follower.submit(job_overrides(plan, opts, left))
-        ended = follower.follow()
+        ended = follower.follow(attached=attach)
     except _Ended:
         pass
     except KeyboardInterrupt:
