@@ -89,6 +89,10 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path):
                                  CLUSTER / "local-fake.yaml", "--dry-run", home=home))
     assert "no worker type offers" in line and "accelerator_type:H100" in line
 
+    line = one_line_error(launch(REPO / "jobs" / "tiny.yaml", "--cluster", CLUSTER / "local-fake.yaml", "--dry-run",
+                                 home=home, cwd=tmp_path))
+    assert "tiny.yaml: must be inside the current directory" in line
+
     # An estimate over the budget stops the launch unless --yes (no terminal to ask on).
     line = one_line_error(launch("jobs/tiny.yaml", "--cluster", CLUSTER / "local-fake.yaml", "--budget", "0.000001",
                                  "--throughput", "0.01", home=home))

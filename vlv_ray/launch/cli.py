@@ -6,7 +6,7 @@ import json
 import sys
 
 
-FLAGS = {"budget_usd": "--budget", "yes": "--yes", "name": "--down", "capacity_wait_s": "--capacity-wait",
+FLAGS = {"job": "", "budget_usd": "--budget", "yes": "--yes", "name": "--down", "capacity_wait_s": "--capacity-wait",
          "throughput": "--throughput"}
 
 
@@ -20,7 +20,8 @@ def cmd_launch(args) -> int:
         return _launch(args, run)
     except run.LaunchError as e:  # the library names its argument; the user typed a flag
         message = e.message.replace("yes=True", "--yes")
-        raise ConfigError(f"{FLAGS.get(e.arg, e.arg)}: {message}") from None
+        flag = FLAGS.get(e.arg, e.arg)
+        raise ConfigError(f"{flag}: {message}" if flag else message) from None
     except ClusterFailed as e:  # not bad input: exit 1, one line all the same (the cluster is down by now)
         print(f"vlv-ray: error: launch: {e}", file=sys.stderr)
         return 1

@@ -89,6 +89,7 @@ def prepare(opts: LaunchOptions) -> Plan:
         missing = missing_credentials(spec.provider)
         if missing:
             raise ConfigError(f"{opts.cluster}: provider {spec.provider}: {missing}")
+    _submittable(opts.job)
     pools = spec.pools(worker_need(cfg), allow_on_demand=opts.allow_on_demand,
                        catalog=catalog_mod.load(cfg.cost.prices_csv))
     state = LaunchState(name=cfg.name, job=str(Path(opts.job).resolve()), overrides=list(opts.overrides),
@@ -96,6 +97,19 @@ def prepare(opts: LaunchOptions) -> Plan:
                         provider=spec.provider, budget_usd=opts.budget_usd, keep=opts.keep,
                         pool=pools[0].node_type)
     return Plan(cfg, spec, pools, state)
+
+
+def _submittable(job: str) -> None:
+    """What `submit` would refuse once the cluster is up, refused before: the job file outside the
+    uploaded directory, a secret written into the runtime env."""
+    from vlv_ray.train.submit import runtime_env
+
+    try:
+        Path(job).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        raise LaunchError("job", f"{job}: must be inside the current directory ({Path.cwd()}), which is uploaded "
+                          "as the job's working dir") from None
+    runtime_env()
 
 
 def estimate_usd(cfg: JobConfig, spec: ClusterSpec, pool: Pool, throughput: float | None) -> tuple[float | None, str]:
@@ -233,6 +247,10 @@ def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
         print("\n[launch] interrupted: stopping the job, then tearing the cluster down"
               + (" (--keep: it stays up)" if state.keep else ""), flush=True)
         _stop_job(state)
+    except Exception:  # the launcher's own failure: the job goes with the cluster, then the error shows
+        ended = "failed"
+        _stop_job(state)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         state.ended = ended
