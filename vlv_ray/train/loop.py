@@ -22,6 +22,7 @@ from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpointer import Checkpointer
 from vlv_ray.cost.live import LiveCost
+from vlv_ray.models import speed
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
@@ -119,6 +120,7 @@ def train_step(engine, stage, data, cfg: JobConfig, step: int, rank: int, device
         keys += batch["key"]
         tokens += batch.get("tokens", 0)
         gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank, micro))  # noise, timesteps
+        speed.step_begin(cfg.model)
         loss = stage.loss(engine, batch, gen)
         engine.backward(loss)
         engine.step()
