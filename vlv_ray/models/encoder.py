@@ -104,6 +104,7 @@ class VLVEncoder(nn.Module):
         """uint8 [B, H, W, 3] → caption embeddings [B, num_queries, out_dim]."""
         b = images.shape[0]
         lm = self.florence.language_model
+        self._match_projector_buffer()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_vision_tower):
             feats = self.florence.get_image_features(self.pixel_values(images)).pooler_output
         ids = self.prompt_ids.expand(b, -1)
@@ -114,6 +115,15 @@ class VLVEncoder(nn.Module):
         queries = self.queries.expand(b, -1, -1).to(enc.dtype)
         dec = lm.decoder(inputs_embeds=queries, encoder_hidden_states=enc).last_hidden_state
         return self.proj(dec)
+
+    def _match_projector_buffer(self) -> None:
+        """DeepSpeed's bf16/fp16 engine casts parameters, not buffers: Florence's projector
+        adds a fixed sinusoidal buffer, and an fp32 one promotes its features to fp32 in
+        front of its bf16 Linear (a dtype error). Keep the buffer in the projector's dtype."""
+        proj = self.florence.multi_modal_projector
+        emb, dtype = proj.visual_temporal_embed, proj.image_projection.weight.dtype
+        if emb.pos_idx_to_embed.dtype != dtype:
+            emb.pos_idx_to_embed = emb.pos_idx_to_embed.to(dtype)
 
     def param_counts(self) -> dict[str, dict[str, int]]:
         parts = {"vision_tower": self.florence.vision_tower,

@@ -1,0 +1,61 @@
+"""benchmarks/bench_train.py: the end-to-end measurement (a real `vlv-ray train` on prepared
+shards with cached latents, on a local Ray cluster) writes well-formed "train" rows from the
+run's own log lines. Tiny preset, CPU, a few steps."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_train  # noqa: E402
+
+LINE = ("(RayTrainWorker pid=1) 01:02:{s:02d} step {k}/9 | loss 0.5000 | lr 1.00e-03 | gnorm 1.000 | "
+        "8.0 samples/s | step 0.50s | data 0.05s | rejected 0 | $0.0000 | wall {w:.2f}s")
+
+
+def test_throughput_separates_checkpoint_cost_from_the_step():
+    """Steps of 0.5 s; the step after each checkpoint (every 2) takes 2.5 s: the checkpoint costs 2 s."""
+    walls, w = [], 0.0
+    for k in range(1, 10):
+        w += 2.5 if k > 1 and (k - 1) % 2 == 0 else 0.5
+        walls.append(w)
+    steps = bench_train.parse_log("\n".join(LINE.format(s=k, k=k, w=walls[k - 1]) for k in range(1, 10)))
+    assert [s["step"] for s in steps] == list(range(1, 10)) and steps[0]["mem_gb"] is None
+    f = bench_train.throughput(steps, skip=2, samples_per_step=4, ckpt_every_run=2, ckpt_every_job=1000)
+    assert f["step_wall_s"] == pytest.approx(0.5) and f["checkpoint_s"] == pytest.approx(2.0)
+    assert f["samples_per_s_per_gpu"] == pytest.approx(4 / (0.5 + 2.0 / 1000), rel=1e-3)
+    assert f["measured_samples_per_s_per_gpu"] < f["samples_per_s_per_gpu"]  # the window paid 3 checkpoints
+    assert f["step_only_samples_per_s_per_gpu"] == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="run more --steps"):
+        bench_train.throughput(steps[:4], skip=2, samples_per_step=4, ckpt_every_run=2, ckpt_every_job=1000)
+
+
+@pytest.mark.integration  # real Ray, DeepSpeed, Ray Data: data prepare, latents, stage 1 and stage 2
+def test_bench_train_tiny_writes_train_rows_from_real_runs(tmp_path):
+    results = tmp_path / "results.json"
+    cmd = [sys.executable, "benchmarks/bench_train.py", "--preset", "tiny", "--steps", "6", "--checkpoint-every",
+           "2", "--skip", "1", "--workdir", str(tmp_path / "work"), "--results", str(results)]
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    rows = json.loads(results.read_text())["results"]
+    assert [(r["bench"], r["stage"], r["preset"]) for r in rows] == [("train", 1, "tiny"), ("train", 2, "tiny")]
+    for r in rows:
+        for key in ("config", "device", "batch_size", "resolution", "samples_per_s_per_gpu", "mfu", "peak_mem_gb",
+                    "date", "command"):
+            assert key in r, key
+        assert r["samples_per_s_per_gpu"] > 0 and r["measured_samples_per_s_per_gpu"] > 0
+        assert r["batch_size"] == 4 and r["resolution"] == 32 and r["flops_per_sample"] > 0
+        assert r["checkpoints_in_window"] >= 2 and r["checkpoint_s"] is not None
+        assert r["command"].startswith(f"vlv-ray train jobs/stage{r['stage']}-paper.yaml")
+        # The figures come from the run's own log, kept beside it.
+        log = (tmp_path / "work" / f"train-stage{r['stage']}.log").read_text()
+        assert len(bench_train.parse_log(log)) == 6
+    assert rows[0]["cached_latents"]  # stage 1 read the latent cache: no VAE encode
