@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--skip", type=int, default=None, help="first steps left out (default: a third of --steps)")
     ap.add_argument("--checkpoint-every", type=int, default=10)
-    ap.add_argument("--images", type=int, default=None, help="images prepared (default: 4 micro-batches, ≥ 64)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="images prepared (default: one epoch covers the run, as 40M images would: no epoch restarts)")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="extra job overrides")
-    ap.add_argument("--label", default="job", help="the rows' `config` (e.g. old-keys)")
+    ap.add_argument("--label", default="ours", help="the rows' `config`: ours = the jobs' keys (as bench_step names them)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results.json"), help="'' to skip")
     a = ap.parse_args(argv)
     import torch
@@ -169,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     from vlv_ray.config import load_job
 
     rows = []
-    for stage in [int(s) for s in a.stages.split(",")]:
-        job = ROOT / "jobs" / f"stage{stage}-paper.yaml"
-        configured = load_job(job, base + a.override)
+    stages = [int(s) for s in a.stages.split(",")]
+    jobs = {s: load_job(ROOT / "jobs" / f"stage{s}-paper.yaml", base + a.override) for s in stages}
+    images = a.images or max(64, (a.steps + 1) * max(c.data.batch_size for c in jobs.values()))
+    for stage in stages:
+        job, configured = ROOT / "jobs" / f"stage{stage}-paper.yaml", jobs[stage]
         resolution, batch = configured.data.resolution, configured.data.batch_size
-        data = prepare_data(work, images=a.images or max(64, 4 * batch), resolution=resolution,
+        data = prepare_data(work, images=images, resolution=resolution,
                             caption_words=configured.model.max_caption_tokens - 1,
                             sd_dir=dirs["stable_diffusion"], env=env)
         name = f"e2e-{a.label}-stage{stage}-{int(time.time())}"

@@ -14,12 +14,12 @@ def gap(rows: list[dict], preset: str = "paper") -> list[dict]:
     out = []
     for stage in (1, 2):
         train = [r for r in rows if r.get("bench") == "train" and r.get("stage") == stage and r.get("preset") == preset
-                 and r.get("config") == "job"]
+                 and r.get("config") == "ours"]
         if not train:
             continue
         t = train[-1]
         step = [r for r in rows if r.get("bench") == "step" and r.get("stage") == stage and r.get("preset") == preset
-                and r.get("config") in ("job", "ours") and r.get("batch_size") == t["batch_size"]
+                and r.get("config") == "ours" and r.get("batch_size") == t["batch_size"]
                 and "samples_per_s_per_gpu" in r]
         s = step[-1] if step else None
         out.append({"stage": stage, "batch_size": t["batch_size"], "train_samples_per_s_per_gpu": t["samples_per_s_per_gpu"],

@@ -45,8 +45,8 @@ deepspeed.__version__, 'transformers', transformers.__version__, 'torch', torch.
     start=$SECONDS
     left() { echo $((330 - (SECONDS - start))); }
     B=($PY benchmarks/bench_step.py --preset paper --device cuda --no-reference --steps 8 --warmup 3 --results "$RESULTS")
-    timeout "$(left)" "${B[@]}" --stages 1 --label job
-    timeout "$(left)" "${B[@]}" --stages 2 --label job
+    timeout "$(left)" "${B[@]}" --stages 1 --label ours
+    timeout "$(left)" "${B[@]}" --stages 2 --label ours
     timeout "$(left)" "${B[@]}" --stages 1 --label old-keys --batch-size 32 "${OLD1[@]}"
     timeout "$(left)" "${B[@]}" --stages 2 --label old-keys --batch-size 8 "${OLD2[@]}"
     # Each key alone, on top of the old set (stage 1 first: most of the run's GPU-hours).

@@ -5,10 +5,9 @@
 # transformers. A call carries at most 64 MiB, so the wheels go in two folders, one per call:
 #   .gpu-wheels-1: ray without its Java jar (ray_dist.jar, 32 of its 79 MB: Java workers only)
 #   .gpu-wheels-2: everything else
-# Usage (repo root): bash benchmarks/gpu_wheels.sh     (both folders are git-ignored)
+# Usage: bash benchmarks/gpu_wheels.sh     (both folders are in .gitignore: they travel only as `carry`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.gpu-wheels-\*/' .git/info/exclude 2>/dev/null || echo '/.gpu-wheels-*/' >> "$(git rev-parse --git-path info/exclude)"
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
       --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
       --platform manylinux1_x86_64 --platform any)
@@ -24,7 +23,8 @@ HAVE=$(sed -n 's/.*Packages: \(.*\)\.$/\1/p' /work/.library/device/KINDS.md 2>/d
 KEEP="ray transformers diffusers deepspeed huggingface-hub tokenizers safetensors"
 for w in /tmp/vlv-gpu-wheels/*.whl; do
   name=$(basename "$w" | cut -d- -f1 | tr 'A-Z_' 'a-z-')
-  if echo "$HAVE" | grep -qx "$name" && ! echo " $KEEP " | grep -q " $name "; then continue; fi
+  # (here-strings, not `echo | grep -q`: under pipefail grep's early exit fails the pipe)
+  if grep -qx "$name" <<< "$HAVE" && [[ " $KEEP " != *" $name "* ]]; then continue; fi
   if [ "$name" = ray ]; then  # repack without the Java jar (and its RECORD line)
     d=$(mktemp -d) && (cd "$d" && python3 -m zipfile -e "$w" . && rm -f ray/jars/ray_dist.jar \
       && sed -i '/ray_dist.jar/d' ray-*.dist-info/RECORD && python3 -m zipfile -c "/tmp/$(basename "$w")" ./*) \

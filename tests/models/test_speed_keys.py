@@ -15,6 +15,7 @@ from vlv_ray.models.presets import build_stage1
 from vlv_ray.train.stage1 import Stage1
 
 from helpers import free_port
+from test_speed import _loss_and_grads
 
 BASE = {"name": "t", "storage_path": "/tmp/x", "data": {"uri": "/tmp/d", "resolution": 32}}
 
@@ -77,26 +78,13 @@ def test_tower_input_compute_reaches_the_tower_in_bf16_at_its_size():
     torch.testing.assert_close(encoder.pixel_values(images), old, atol=1e-4, rtol=1e-4)
 
 
-def _stage1_loss(model_keys: dict, dtype: torch.dtype):
-    """One stage-1 loss through the job's loss code: 32 px images, a 64 px tower input."""
-    encoder, decoder = _encoder()
-    encoder.to(dtype)
-    decoder.to(dtype)
-    speed.apply(job(model_keys).model, speed.stage1_modules(encoder, decoder))
-    encoder.train()
-    g = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=g)
-    moments = torch.rand((2, 2, 4, 4, 4), generator=g)
-    stage = SimpleNamespace(decoder=decoder, device=torch.device("cpu"))
-    loss = Stage1.loss(stage, encoder, {"image": images, "latent": moments}, torch.Generator().manual_seed(2))
-    loss.backward()
-    return loss.item()
-
-
 def test_tower_input_compute_gives_the_same_loss_within_bf16_rounding():
-    exact = _stage1_loss({}, torch.float32)
-    old = _stage1_loss({"tower_input": "fp32"}, torch.bfloat16)
-    new = _stage1_loss({"tower_input": "compute"}, torch.bfloat16)
+    def loss(model_keys, dtype):  # images at 32 px, the tower at 64 (as 384 is to 768)
+        return _loss_and_grads(job(model_keys).model, dtype, tower_px=64, encoder_dtype=dtype)[0]
+
+    exact = loss({}, torch.float32)
+    old = loss({"tower_input": "fp32"}, torch.bfloat16)
+    new = loss({"tower_input": "compute"}, torch.bfloat16)
     assert new == pytest.approx(old, rel=0.02)
     assert abs(new - exact) <= 2 * abs(old - exact) + 0.01 * exact  # no worse than bf16 already was
 
