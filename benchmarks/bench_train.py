@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                "mfu": round(flops * figures["samples_per_s_per_gpu"] / (peak * 1e12), 4) if peak and flops else None,
                "steps": a.steps, "checkpoint_every_run": a.checkpoint_every,
                "checkpoint_every_job": configured.checkpoint.every_steps,
-               "cached_latents": "latents from" in text, "run": name,
+               "cached_latents": "latents from" in text if stage == 1 else None, "run": name,
                "date": datetime.date.today().isoformat(), "command": command}
         print(json.dumps(row), flush=True)
         rows.append(row)
