@@ -9,7 +9,7 @@
 #   3. no carry:                bash benchmarks/gpu_run.sh bench
 # train (≤ 9 min): the end-to-end path, `vlv-ray train jobs/stage{1,2}-paper.yaml` for 30 steps
 #   each on one Ray Train worker (benchmarks/bench_train.py), "bench": "train" rows.
-# bench (≤ 6 min): bench_step's bare step with the jobs' keys and with the old ones
+# bench (≤ 9.5 min): bench_step's bare step with the jobs' keys and with the old ones
 #   (model.compile=[unet], fp32 resize, per-tensor AdamW, batch 32 / 8), then one row per
 #   key switched on alone from the old set while time lasts, and the kernel profiles.
 # Both print the gap between the bare step and the end-to-end figure (`gap`).
@@ -43,10 +43,11 @@ deepspeed.__version__, 'transformers', transformers.__version__, 'torch', torch.
     finish ;;
   bench)
     start=$SECONDS
-    left() { echo $((330 - (SECONDS - start))); }
+    left() { echo $((400 - (SECONDS - start))); }
     B=($PY benchmarks/bench_step.py --preset paper --device cuda --no-reference --steps 8 --warmup 3 --results "$RESULTS")
     timeout "$(left)" "${B[@]}" --stages 1 --label ours
     timeout "$(left)" "${B[@]}" --stages 2 --label ours
+    timeout "$(left)" "${B[@]}" --stages 2 --label ours --batch-size 16  # before jobs/stage2-paper.yaml takes 16 (4 workers)
     timeout "$(left)" "${B[@]}" --stages 1 --label old-keys --batch-size 32 "${OLD1[@]}"
     timeout "$(left)" "${B[@]}" --stages 2 --label old-keys --batch-size 8 "${OLD2[@]}"
     # Each key alone, on top of the old set (stage 1 first: most of the run's GPU-hours).
@@ -57,7 +58,7 @@ deepspeed.__version__, 'transformers', transformers.__version__, 'torch', torch.
       timeout "$(left)" "${B[@]}" --stages 1 --label "old-keys+$key" --batch-size 32 "${OLD1[@]}" "${extra[@]}" --ours "$key"
     done
     for s in 1 2; do
-      timeout 90 $PY benchmarks/profile_step.py --preset paper --device cuda --stage "$s" | tail -1 > "$OUT/profile-stage$s.json"
+      timeout 80 $PY benchmarks/profile_step.py --preset paper --device cuda --stage "$s" | tail -1 > "$OUT/profile-stage$s.json"
     done
     finish ;;
   gap) finish ;;

@@ -59,3 +59,16 @@ def test_bench_train_tiny_writes_train_rows_from_real_runs(tmp_path):
         log = (tmp_path / "work" / f"train-stage{r['stage']}.log").read_text()
         assert len(bench_train.parse_log(log)) == 6
     assert rows[0]["cached_latents"]  # stage 1 read the latent cache: no VAE encode
+
+
+def test_gap_pairs_the_newest_train_row_with_the_bare_step_at_its_batch():
+    import gpu_gap
+
+    def row(bench, stage, sps, batch=64, **kw):
+        return {"bench": bench, "stage": stage, "preset": "paper", "config": "ours", "batch_size": batch,
+                "samples_per_s_per_gpu": sps, **kw}
+    rows = [row("step", 1, 100.0), row("step", 1, 70.0, batch=32), row("train", 1, 50.0, date="a"),
+            row("train", 1, 80.0, date="b"), row("step", 2, 30.0, batch=8), row("train", 2, 20.0, config="old-keys")]
+    (g,) = gpu_gap.gap(rows)  # stage 2 has no "ours" train row
+    assert (g["stage"], g["train_samples_per_s_per_gpu"], g["step_samples_per_s_per_gpu"]) == (1, 80.0, 100.0)
+    assert g["train_over_step"] == 0.8
