@@ -33,6 +33,25 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[])
 
 
+def qwen_tokenizer(words):
+    """A Qwen2Tokenizer (byte-level BPE, as the LLM directory's model type makes AutoTokenizer
+    build) trained here on `words`, so each word, with or without its leading space, is one token."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([" " + " ".join(words)] * 4 + list(words), trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|endoftext|>",
+                          pad_token="<|endoftext|>", bos_token=None)
+
+
 def save_tiny_sd(path: Path, resolution: int) -> str:
     """The tiny preset's frozen SD (seed 0, as a tiny job builds it) as a directory: the latent
     cache is made with it, and its VAE digest matches the job's."""
@@ -59,7 +78,7 @@ def build(root: Path, device: str = "cuda") -> dict[str, str]:
 
     root = Path(root)
     out = {"florence": root / "florence-2-large", "stable_diffusion": root / "sd-2-1-base", "llm": root / "qwen2.5-3b"}
-    words = sorted(set(TINY_WORDS) | set(MORE_DETAILED_CAPTION.lower().replace(".", "").split()))
+    words = sorted(set(TINY_WORDS) | set(MORE_DETAILED_CAPTION.replace(".", " .").split()))
     with torch.device(device):  # random init on the GPU: seconds, not minutes
         if _fresh(out["florence"]):
             model = Florence2ForConditionalGeneration(Florence2Config.from_dict(pc.FLORENCE2_LARGE))
@@ -76,7 +95,7 @@ def build(root: Path, device: str = "cuda") -> dict[str, str]:
         if _fresh(out["llm"]):
             llm = AutoModelForCausalLM.from_config(Qwen2Config.from_dict(pc.QWEN2_5_3B))
             llm.to(torch.bfloat16).save_pretrained(out["llm"])
-            word_tokenizer(TINY_WORDS).save_pretrained(out["llm"])
+            qwen_tokenizer(TINY_WORDS).save_pretrained(out["llm"])
             del llm
     if device == "cuda":
         torch.cuda.empty_cache()

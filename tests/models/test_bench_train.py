@@ -72,3 +72,26 @@ def test_gap_pairs_the_newest_train_row_with_the_bare_step_at_its_batch():
     (g,) = gpu_gap.gap(rows)  # stage 2 has no "ours" train row
     assert (g["stage"], g["train_samples_per_s_per_gpu"], g["step_samples_per_s_per_gpu"]) == (1, 80.0, 100.0)
     assert g["train_over_step"] == 0.8
+
+
+def test_stand_in_tokenizers_load_as_the_jobs_load_them(tmp_path):
+    """The GPU run's model directories: a caption of N words is N tokens through the LLM
+    directory's own AutoTokenizer (Qwen2's class), and SD's empty prompt is start, end, pad."""
+    from transformers import AutoModelForCausalLM, CLIPTokenizer, Qwen2Config
+
+    import paper_models
+    from vlv_ray.models.captioner import TINY_WORDS, Captioner
+
+    llm = tmp_path / "llm"
+    AutoModelForCausalLM.from_config(Qwen2Config(vocab_size=512, hidden_size=16, intermediate_size=32,
+                                                 num_hidden_layers=1, num_attention_heads=2,
+                                                 num_key_value_heads=1)).save_pretrained(llm)
+    paper_models.qwen_tokenizer(TINY_WORDS).save_pretrained(llm)
+    cap = Captioner.from_llm(str(llm), prefix_dim=8, max_caption_tokens=300)
+    words = " ".join(TINY_WORDS[i % len(TINY_WORDS)] for i in range(299))
+    tokens, mask = cap.targets([words])
+    assert tokens.shape == (1, 300) and int(mask.sum()) == 300 and tokens[0, -1] == cap.eos_id
+    paper_models.clip_tokenizer().save_pretrained(tmp_path / "sd" / "tokenizer")
+    clip = CLIPTokenizer.from_pretrained(tmp_path / "sd", subfolder="tokenizer")
+    ids = clip([""], padding="max_length", max_length=77).input_ids[0]
+    assert ids[:3] == [clip.bos_token_id, clip.eos_token_id, clip.pad_token_id] and len(ids) == 77
