@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"checkpoint.every_steps={a.checkpoint_every}", "checkpoint.max_failures=0",
             "logging.every_steps=1", "logging.wandb=disabled"]
         if stage == 2:
-            over.append(f"model.stage1={work / 'runs' / rows_stage1_name(rows)}")
+            over.append(f"model.stage1={stage1_export(rows, work)}")
         command = f"vlv-ray train {job.relative_to(ROOT)} " + " ".join(over)
         text = run_cli(["train", str(job), *over], work / f"train-stage{stage}.log", env)
         steps = parse_log(text)
@@ -216,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rows_stage1_name(rows: list[dict]) -> str:
-    """Stage 2 captions with the stage-1 run of this invocation (its export)."""
-    done = [r for r in rows if r["stage"] == 1]
-    if not done:
-        raise SystemExit("bench_train: stage 2 needs stage 1 in the same run (--stages 1,2)")
-    return f"{done[-1]['run']}/export/stage1"
+def stage1_export(rows: list[dict], work: Path) -> Path:
+    """Stage 2 captions with this invocation's stage-1 run, else the newest one in `work`
+    (so `--stages 2` can follow an earlier `--stages 1`, e.g. in a second device call)."""
+    done = [r["run"] for r in rows if r["stage"] == 1]
+    found = [work / "runs" / done[-1] / "export" / "stage1"] if done else sorted(
+        (work / "runs").glob("e2e-*-stage1-*/export/stage1"), key=lambda p: p.stat().st_mtime)
+    if not found or not found[-1].is_dir():
+        raise SystemExit(f"bench_train: stage 2 needs a stage-1 export: run --stages 1 first (none in {work})")
+    return found[-1]
 
 
 if __name__ == "__main__":

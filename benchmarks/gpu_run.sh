@@ -7,8 +7,9 @@
 #   1. carry [".gpu-wheels-1"]: bash benchmarks/gpu_run.sh install .gpu-wheels-1
 #   2. carry [".gpu-wheels-2"]: bash benchmarks/gpu_run.sh install .gpu-wheels-2 && bash benchmarks/gpu_run.sh train
 #   3. no carry:                bash benchmarks/gpu_run.sh bench
-# train (≤ 9 min): the end-to-end path, `vlv-ray train jobs/stage{1,2}-paper.yaml` for 30 steps
-#   each on one Ray Train worker (benchmarks/bench_train.py), "bench": "train" rows.
+# train [STAGES] (≤ 9.5 min): the end-to-end path, `vlv-ray train jobs/stage{1,2}-paper.yaml`
+#   for 30 steps each on one Ray Train worker (benchmarks/bench_train.py), "bench": "train"
+#   rows. If both stages do not fit one call: `train 1`, then `train 2` in the next (warm) call.
 # bench (≤ 9.5 min): bench_step's bare step with the jobs' keys and with the old ones
 #   (model.compile=[unet], fp32 resize, per-tensor AdamW, batch 32 / 8), then one row per
 #   key switched on alone from the old set while time lasts, and the kernel profiles.
@@ -36,14 +37,14 @@ case "${1:-}" in
 deepspeed.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())" \
       || { echo "gpu_run: packages missing: run the two install calls first"; exit 2; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    timeout 530 $PY benchmarks/bench_train.py --preset paper --steps 30 --checkpoint-every 10 \
-      --workdir /tmp/vlv-e2e --results "$RESULTS" 2>&1 | tail -40
+    timeout 560 $PY benchmarks/bench_train.py --preset paper --steps 30 --checkpoint-every 10 \
+      --stages "${2:-1,2}" --workdir /tmp/vlv-e2e --results "$RESULTS" 2>&1 | tail -40
     tail -c 200000 /tmp/vlv-e2e/train-stage1.log > "$OUT/train-stage1.log" 2>/dev/null
     tail -c 200000 /tmp/vlv-e2e/train-stage2.log > "$OUT/train-stage2.log" 2>/dev/null
     finish ;;
   bench)
     start=$SECONDS
-    left() { echo $((400 - (SECONDS - start))); }
+    left() { local l=$((400 - (SECONDS - start))); echo $((l > 10 ? l : 10)); }
     B=($PY benchmarks/bench_step.py --preset paper --device cuda --no-reference --steps 8 --warmup 3 --results "$RESULTS")
     timeout "$(left)" "${B[@]}" --stages 1 --label ours
     timeout "$(left)" "${B[@]}" --stages 2 --label ours
