@@ -87,6 +87,7 @@ class ModelConfig:
     compile: list[SpeedModule] = field(default_factory=list)
     # Of the compiled modules, these run as CUDA graphs (torch.compile mode "reduce-overhead": the
     # host launches one graph instead of thousands of kernels). Static shapes only; a no-op on CPU.
+    # A module not in `compile` is not graphed either: `compile=[]` switches both off.
     cuda_graphs: list[SpeedModule] = field(default_factory=list)
     # How the batch reaches the vision tower at its 768 px: "fp32" upsamples in fp32 and casts
     # (the public code's), "compute" upsamples and normalises in the compute dtype on the device.
@@ -231,10 +232,6 @@ class JobConfig:
             names = getattr(self.model, key)
             if len(set(names)) != len(names):
                 raise ConfigError(f"model.{key}: got {names!r}, expected each module at most once")
-        for name in self.model.cuda_graphs:
-            if name not in self.model.compile:
-                raise ConfigError(f"model.cuda_graphs: got {name!r}, expected only modules also in model.compile "
-                                  f"({self.model.compile!r}): CUDA graphs come from torch.compile")
         if self.optim.fused and self.deepspeed.offload_optimizer != "none":
             raise ConfigError("optim.fused: true needs deepspeed.offload_optimizer=none (an offloaded optimizer "
                               "runs DeepSpeed's CPU Adam)")

@@ -25,8 +25,7 @@ def job(model=None, **sections):
 
 
 @pytest.mark.parametrize("d, message", [
-    ({"model": {"compile": ["unet"], "cuda_graphs": ["tower"]}},
-     "model.cuda_graphs: got 'tower', expected only modules also in model.compile (['unet'])"),
+    ({"model": {"cuda_graphs": ["tower", "tower"]}}, "model.cuda_graphs: got ['tower', 'tower'], expected each"),
     ({"model": {"compile": ["tower2"]}}, "model.compile[0]: got 'tower2', expected one of"),
     ({"model": {"tower_input": "bf16"}}, "model.tower_input: got 'bf16', expected one of 'fp32', 'compute'"),
     ({"optim": {"fused": True}, "deepspeed": {"offload_optimizer": "cpu"}},
@@ -99,6 +98,8 @@ def test_compile_plan_names_each_module_and_cuda_graphs_only_on_a_gpu(capsys):
                    id(lm.encoder): None, id(lm.decoder): None}
     assert {mode for _, mode in speed.compile_plan(cfg, modules, cuda=False)} == {None}
     assert "model.cuda_graphs=['tower', 'unet']: no GPU" in capsys.readouterr().out
+    # compile=[] switches CUDA graphs off too: nothing compiled, nothing graphed.
+    assert speed.compile_plan(job({"compile": [], "cuda_graphs": ["tower"]}).model, modules, cuda=True) == []
 
 
 def test_llm_is_compiled_block_by_block():

@@ -104,7 +104,7 @@ def compile_plan(model_cfg, modules: dict[str, nn.Module | None], *, cuda: bool 
     get "reduce-overhead" (CUDA graphs) where `cuda` (default: a GPU is visible)."""
     present = {k: m for k, m in modules.items() if m is not None}
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    graphs = [n for n in model_cfg.cuda_graphs if n in present]
+    graphs = [n for n in model_cfg.cuda_graphs if n in present and n in model_cfg.compile]
     if graphs and not cuda:
         print(f"[vlv-ray] model.cuda_graphs={graphs}: no GPU, so no CUDA graphs; compiled without them", flush=True)
     return [(part, "reduce-overhead" if cuda and name in graphs else None)
