@@ -56,10 +56,11 @@ PEAK_TFLOPS = (
     ("A100", (312.0, 19.5)), ("L40S", (362.1, 91.6)), ("RTX 6000 Ada", (364.2, 91.1)), ("L4", (121.0, 30.3)),
 )
 # The public code's stage-1 step: fp32, UNet recompute, (and below) the VAE encode every step.
+PLAIN = ["model.compile=[]", "model.cuda_graphs=[]", "model.tower_input=fp32", "optim.fused=false"]
 REFERENCE = {1: ["deepspeed.precision=fp32", "model.frozen_dtype=fp32", "model.attention=sdpa",
-                 "model.gradient_checkpointing=[unet]", "model.channels_last=false", "model.compile=[]"],
+                 "model.gradient_checkpointing=[unet]", "model.channels_last=false", *PLAIN],
              2: ["deepspeed.precision=fp32", "model.frozen_dtype=fp32", "model.attention=sdpa",
-                 "model.gradient_checkpointing=[]", "model.compile=[]"]}
+                 "model.gradient_checkpointing=[]", *PLAIN]}
 SPEED_KEYS = ("frozen_dtype", "attention", "gradient_checkpointing", "channels_last", "compile", "cuda_graphs",
               "tower_input")
 
