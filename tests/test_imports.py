@@ -43,11 +43,24 @@ def test_data_and_models_never_import_train_infer_or_the_miniature_world():
 
 
 def test_models_never_name_the_miniature_world():
-    """Not even as a string for importlib: the toy preset is found through its entry point."""
+    """Not even as a string for importlib: toyworld/presets.py registers the toy preset itself."""
     named = [str(p.relative_to(REPO)) for p in (PACKAGE / "models").rglob("*.py")
              for node in ast.walk(ast.parse(p.read_text()))
-             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("vlv_ray.toyworld")]
+             if isinstance(node, ast.Constant) and str(node.value).startswith("vlv_ray.toyworld")]
     assert named == []
+
+
+def test_the_toy_preset_is_registered_on_demand_in_a_fresh_process():
+    """A Ray worker imports only what its function needs: the registry must find `toy` itself."""
+    import subprocess
+    import sys
+
+    code = ("from vlv_ray.models import presets; import sys; "
+            "assert 'vlv_ray.toyworld.presets' not in sys.modules; "
+            "print(presets.get_preset('toy').name, presets.preset_names())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "toy" and "'tiny', 'paper', 'toy'" in r.stdout
 
 
 def test_no_import_cycle():

@@ -26,7 +26,7 @@ from vlv_ray.cost.live import LiveCost
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
-from vlv_ray.train.stages import build_stage
+from vlv_ray.train.stage import Stage
 from vlv_ray.train.state import TrainerState
 
 
@@ -42,6 +42,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     finally:
         if own_group:
             torch.distributed.destroy_process_group()
+
+
+def build_stage(cfg: JobConfig, device: torch.device) -> Stage:
+    """The job's stage (stage.py says what a stage is; stage1.py and stage2.py what differs)."""
+    if cfg.stage == 1:
+        from vlv_ray.train.stage1 import Stage1
+
+        return Stage1(cfg, device)
+    if cfg.stage == 2:
+        from vlv_ray.train.stage2 import Stage2
+
+        return Stage2(cfg, device)
+    raise ValueError(f"stage: got {cfg.stage}, expected 1 or 2")
 
 
 def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
@@ -75,7 +88,8 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
             metrics = _step_metrics(out, engine, data, step, world, rejected_before, first_step, cost)
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
-            callbacks.step_end(StepEnd(step, rank, world, out.epoch, out.keys, metrics, resumed, cfg, engine))
+            callbacks.step_end(StepEnd(step=step, rank=rank, world=world, epoch=out.epoch, keys=out.keys, metrics=metrics,
+                                       resumed=resumed, cfg=cfg, engine=engine))
             stop = _stop_requested(world)
             over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
             if checkpointer.due(step, stop or over_budget):
