@@ -39,6 +39,12 @@ def in_flags(**flags: str) -> Iterator[None]:
         raise UserError(msg) from None
 
 
+def command_group(sub, name: str, help: str):
+    """`vlv-ray NAME SUBCOMMAND …`: the group's parser, and the subparsers its commands join."""
+    group = sub.add_parser(name, help=help)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar="SUBCOMMAND")
+
+
 def job_args(p: argparse.ArgumentParser, *, job_help: str | None = None, overrides_help: str | None = None) -> None:
     """JOB.yaml [key=value …]: a job file and its dotted overrides."""
     p.add_argument("job", help=job_help)

@@ -5,13 +5,12 @@ import json
 import sys
 import time
 
-from vlv_ray.cli.common import UserError, job_args
+from vlv_ray.cli.common import UserError, command_group, job_args
 from vlv_ray.config import ConfigError, dump_yaml, load_job
 
 
 def add_parsers(sub) -> None:
-    config = sub.add_parser("config", help="show or check job files")
-    csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    csub = command_group(sub, "config", help="show or check job files")
     add_show_parser(csub)
     add_check_parser(csub)
 

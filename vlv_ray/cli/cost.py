@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vlv_ray.cli.common import UserError, job_args, storage_args, storage_kw
+from vlv_ray.cli.common import UserError, command_group, job_args, storage_args, storage_kw
 
 
 def add_parsers(sub) -> None:
-    cost = sub.add_parser("cost", help="estimate a job's cost, or report what a run has cost")
-    cosub = cost.add_subparsers(dest="cost_command", required=True, metavar="SUBCOMMAND")
+    cosub = command_group(sub, "cost", help="estimate a job's cost, or report what a run has cost")
     add_estimate_parser(cosub)
     add_report_parser(cosub)
 

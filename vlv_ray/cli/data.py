@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from vlv_ray.cli.common import UserError, in_flags, storage_args, storage_kw
+from vlv_ray.cli.common import UserError, command_group, in_flags, storage_args, storage_kw
 
 # The arguments of `shards.prepare` that `data prepare` sets from flags of another spelling.
 PREPARE_FLAGS = {name: "--" + name.replace("_", "-") for name in (
@@ -12,8 +12,7 @@ PREPARE_FLAGS = {name: "--" + name.replace("_", "-") for name in (
 
 
 def add_parsers(sub) -> None:
-    data = sub.add_parser("data", help="prepare and inspect sharded image datasets")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    dsub = command_group(sub, "data", help="prepare and inspect sharded image datasets")
     add_prepare_parser(dsub)
     add_inspect_parser(dsub)
     add_latents_parser(dsub)
