@@ -1,6 +1,6 @@
-"""Dependencies point one way: storage/config ← data, models ← train, infer ← toyworld ← cli.
-The miniature world registers its `toy` preset itself (an entry point), so models/ never
-names it.
+"""Dependencies point one way: storage/config/registry ← data, models ← train, infer ← toyworld ← cli.
+The miniature world registers its `toy` preset itself (toyworld/presets.py, found by the
+preset registry by file name), so models/ never names it.
 
 Read from the source (every import, the ones inside functions too), so a lazy import
 cannot hide a cycle that a later refactor would turn into an import error.
@@ -57,10 +57,10 @@ def test_the_toy_preset_is_registered_on_demand_in_a_fresh_process():
 
     code = ("from vlv_ray.models import presets; import sys; "
             "assert 'vlv_ray.toyworld.presets' not in sys.modules; "
-            "print(presets.get_preset('toy').name, presets.preset_names())")
+            "print(presets.get_preset('toy').name, sorted(presets.preset_names()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[0] == "toy" and "'tiny', 'paper', 'toy'" in r.stdout
+    assert r.stdout.split()[0] == "toy" and "['paper', 'tiny', 'toy']" in r.stdout
 
 
 def test_no_import_cycle():

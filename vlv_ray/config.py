@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "paper"  # a registered preset (vlv_ray/models/presets.py): tiny, paper, toy (vlv_ray/toyworld)
+    preset: str = "paper"  # a registered preset (vlv_ray/registry.py): tiny, paper, toy (the miniature world)
     florence: str | None = None  # path or hub id of Florence-2 (paper preset)
     stable_diffusion: str | None = None  # path or hub id of SD 2.1-base (paper preset)
     llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)
@@ -190,7 +190,7 @@ class JobConfig:
 
     def validate(self) -> "JobConfig":
         """Cross-field checks that no single field can express, then the preset's own."""
-        from vlv_ray.models.presets import ModelBuildError, get_preset
+        from vlv_ray.registry import ModelBuildError, get_preset
 
         try:
             preset = get_preset(self.model.preset)

@@ -30,7 +30,7 @@ def cmd_config_show(args) -> int:
         print(json.dumps(cfg.to_dict(redact=True)) if args.json else dump_yaml(cfg), end="\n" if args.json else "")
         return 0
     from vlv_ray.models.params import format_param_counts, param_counts
-    from vlv_ray.models.presets import ModelBuildError
+    from vlv_ray.registry import ModelBuildError
 
     start = time.perf_counter()
     try:  # configs alone, on the meta device: no weights, no download

@@ -3,7 +3,8 @@ show --params`. The models come from the job's preset (`vlv_ray.models.presets`)
 from __future__ import annotations
 
 from vlv_ray.models.caption_model import build_caption_model
-from vlv_ray.models.presets import build_stage1, get_preset
+from vlv_ray.models.presets import build_stage1
+from vlv_ray.registry import get_preset
 
 
 # (parameter-name prefix, module) in the order a table lists them. Parameters shared by

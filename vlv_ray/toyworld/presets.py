@@ -1,9 +1,9 @@
-"""The `toy` preset, registered by the miniature world itself (`vlv_ray/models/presets.py`
-finds this module by name when a job asks for a preset it does not know yet)."""
+"""The `toy` preset, registered by the miniature world itself (`vlv_ray/registry.py` finds
+this module by name when a job asks for a preset it does not know yet)."""
 from __future__ import annotations
 
 from vlv_ray.config import ConfigError
-from vlv_ray.models.presets import register_preset
+from vlv_ray.registry import register_preset
 from vlv_ray.toyworld.models import NUM_QUERIES, build_stage1, toy_captioner
 
 
