@@ -113,11 +113,8 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
         raise DataError(f"{dest}: holds a dataset prepared from {existing.get('src', 'another source')}, "
                         f"not {src_id}; pass overwrite=True to replace it")
     if existing is not None and existing.get("inputs_sha256") == inputs:
-        problems = shard_problems(dest, existing, **kw)
-        if not problems:
-            say(f"{dest}: up to date ({existing['rows']} rows, every shard's sha256 checked)")
+        if _intact(dest, existing, say, kw):
             return existing
-        say(f"{dest}: {problems[0]['path']}: {problems[0]['problem']}; rebuilding")
         existing = None  # damaged: nothing of it worth keeping
     removed = storage.remove_temp_files(dest, **kw) + storage.remove_temp_files(storage.join(dest, REJECTS_DIR), **kw)
     if removed:
@@ -142,17 +139,22 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
         where = f"; keys and reasons in {storage.join(dest, writer.reject_files[-1])}" if writer.reject_files else ""
         kept = f"; {dest} is unchanged" if existing is not None else ""
         raise DataError(f"{src}: every image was rejected ({fmt_counts(writer.rejected)}){where}{kept}")
-    manifest: Manifest = {
-        "schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": writer.shards,
-        "rows": sum(s["rows"] for s in writer.shards), "bytes": sum(s["bytes"] for s in writer.shards),
-        "filters": filters, "rejected": writer.rejected, "rejects": writer.reject_files,
-        "captioned": writer.captioned, "captions_from": f"--captions {captions}" if captions else source.captions_from,
-        "inputs_sha256": inputs, "source": source.kind, "src": src_id, "max_short_side": max_short_side,
-    }
+    manifest = writer.manifest(filters=filters, source=source.kind, src=src_id, max_short_side=max_short_side,
+                               captions_from=f"--captions {captions}" if captions else source.captions_from)
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
     storage.delete(storage.join(dest, PROGRESS), **kw)
     _remove_unlisted(dest, manifest, kw)
     return manifest
+
+
+def _intact(dest: str, existing: Manifest, say, kw: dict) -> bool:
+    """The dataset already prepared from the same inputs: every shard still as recorded?"""
+    problems = shard_problems(dest, existing, **kw)
+    if problems:
+        say(f"{dest}: {problems[0]['path']}: {problems[0]['problem']}; rebuilding")
+        return False
+    say(f"{dest}: up to date ({existing['rows']} rows, every shard's sha256 checked)")
+    return True
 
 
 def _check_options(*, max_aspect: float | None, **at_least) -> None:
@@ -226,6 +228,15 @@ class ShardWriter:
         """The last shard and any rejects after it."""
         self.flush(next_item=next_item)
         self._flush_rejects()
+
+    def manifest(self, *, filters: dict, captions_from: str | None, source: str, src: str,
+                 max_short_side: int | None) -> Manifest:
+        """The manifest of what was written (the caller's facts about the source beside it)."""
+        return {"schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": self.shards,
+                "rows": sum(s["rows"] for s in self.shards), "bytes": sum(s["bytes"] for s in self.shards),
+                "filters": filters, "rejected": self.rejected, "rejects": self.reject_files,
+                "captioned": self.captioned, "captions_from": captions_from, "inputs_sha256": self.inputs,
+                "source": source, "src": src, "max_short_side": max_short_side}
 
     def _flush_rejects(self) -> None:
         if self.pending_rejects:
