@@ -23,6 +23,7 @@ from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpoint import Checkpointer
 from vlv_ray.cost.live import LiveCost
+from vlv_ray.models import speed
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
@@ -81,11 +82,13 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
         _announce(cfg, stage, data, world, state, resumed, universal)
 
     step, first_step, rejected_before = state.step, state.step, state.rejected_rows
+    started = time.perf_counter()
     try:
         while step < cfg.max_steps:
             out = train_step(engine, stage, data, cfg, step, rank, device)
             step += 1
             metrics = _step_metrics(out, engine, data, step, world, rejected_before, first_step, cost)
+            metrics["wall_s"] = time.perf_counter() - started  # since the loop began: checkpoints included
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
             callbacks.step_end(StepEnd(step=step, rank=rank, world=world, epoch=out.epoch, keys=out.keys, metrics=metrics,
@@ -135,6 +138,7 @@ def train_step(engine, stage, data, cfg: JobConfig, step: int, rank: int, device
         keys += batch["key"]
         tokens += batch.get("tokens", 0)
         gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank, micro))  # noise, timesteps
+        speed.step_begin(cfg.model)
         loss = stage.loss(engine, batch, gen)
         engine.backward(loss)
         engine.step()
@@ -154,6 +158,8 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
         "step_time_s": out.step_time_s, "data_wait_s": out.data_wait_s,
         "rejected_rows": rejected_before + int(rejected), "resumed_from": first_step,
         "cost_usd": cost.spent(),
+        # This rank's peak GPU memory so far (benchmarks/bench_train.py reads it from the log line).
+        **({"peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30} if torch.cuda.is_initialized() else {}),
     }
 
 

@@ -105,4 +105,6 @@ def format_log_line(m: dict[str, Any], max_steps: int) -> str:
     return (f"{time.strftime('%H:%M:%S')} step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
             f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | {tokens}"
             f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
-            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")
+            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}"
+            + (f" | mem {m['peak_mem_gb']:.1f} GB" if m.get("peak_mem_gb") else "")
+            + (f" | wall {m['wall_s']:.2f}s" if "wall_s" in m else ""))
