@@ -144,12 +144,12 @@ def build(stage: int, cfg, device: torch.device, cached: bool):
         return encoder, modules, loss_fn, b, 0
     text = decoder.text_encoder.to(dtype=frozen)
     del decoder
-    if m.preset == "tiny":
-        from vlv_ray.models.caption_model import build_caption_model
+    from vlv_ray.models.caption_model import build_caption_model
 
+    if m.preset == "tiny":
         model = build_caption_model(m, encoder, text, seed=0).to(device)
     else:
-        model = presets.build_caption_model_empty(m, encoder, text, device=str(device))
+        model = build_caption_model(m, encoder, text, seed=0, empty=True, device=str(device))
     model.encoder.to(dtype=dtype)
     model.captioner.to(dtype=dtype)
     n_tok = m.max_caption_tokens  # every caption at the limit (end-of-text included): the paper's worst case

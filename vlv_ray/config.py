@@ -66,7 +66,7 @@ SpeedModule = Literal["unet", "vae", "text_encoder", "encoder", "llm", "tower"]
 
 @dataclass
 class ModelConfig:
-    preset: Literal["tiny", "paper", "toy"] = "paper"  # toy: the miniature world (vlv_ray/toyworld)
+    preset: str = "paper"  # a registered preset (vlv_ray/registry.py): tiny, paper, toy (the miniature world)
     florence: str | None = None  # path or hub id of Florence-2 (paper preset)
     stable_diffusion: str | None = None  # path or hub id of SD 2.1-base (paper preset)
     llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)
@@ -221,7 +221,13 @@ class JobConfig:
     callbacks: list[CallbackConfig] = field(default_factory=list)
 
     def validate(self) -> "JobConfig":
-        """Cross-field checks that no single field can express."""
+        """Cross-field checks that no single field can express, then the preset's own."""
+        from vlv_ray.registry import ModelBuildError, get_preset
+
+        try:
+            preset = get_preset(self.model.preset)
+        except ModelBuildError as e:  # model.preset: got …, expected one of the registered names
+            raise ConfigError(str(e)) from None
         if not self.name:
             raise ConfigError("name: required (the run name; re-running the same name resumes)")
         if not self.storage_path:
@@ -250,13 +256,7 @@ class JobConfig:
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
-        if self.model.preset == "toy" and self.model.num_queries > TOY_MAX_QUERIES:
-            raise ConfigError(f"model.num_queries: got {self.model.num_queries}, expected at most {TOY_MAX_QUERIES} "
-                              "for preset 'toy' (the toy teacher's CLIP context)")
-        if self.model.preset == "paper":
-            for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
-                if getattr(self.model, key) is None:
-                    raise ConfigError(f"model.{key}: required for preset 'paper' (a local path or hub id)")
+        preset.validate(self)  # what this preset needs of a job (e.g. paper: the model paths)
         return self
 
     @property
@@ -291,7 +291,6 @@ class JobConfig:
         return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-TOY_MAX_QUERIES = 16  # the toy teacher's CLIP positions (toyworld.tokens.MAX_TEXT_TOKENS; tests hold them equal)
 _CALLBACK_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Model keys that change speed and memory only (up to floating-point rounding order).

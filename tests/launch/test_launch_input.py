@@ -96,7 +96,7 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path):
     # An estimate over the budget stops the launch unless --yes (no terminal to ask on).
     line = one_line_error(launch("jobs/tiny.yaml", "--cluster", CLUSTER / "local-fake.yaml", "--budget", "0.000001",
                                  "--throughput", "0.01", home=home))
-    assert "--budget: the estimate $" in line and "confirm with --yes" in line
+    assert "--budget: the estimate $" in line and "pass --yes" in line
     assert not list((home / ".vlv-ray" / "launches").glob("*.json"))  # nothing started, nothing recorded
 
     r = launch("--status", home=home)

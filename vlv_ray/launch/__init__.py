@@ -5,5 +5,5 @@ state.py        ~/.vlv-ray/launches/<name>.json: what a re-run re-attaches to
 backend.py      where the cluster runs: `ray up`/`ray down` (cloud) or the fake provider (local)
 watch.py        the cluster's nodes, priced from `up` to teardown; capacity fallback
 follow.py       submit, then the job's log lines under one live status line
-cli.py          `add_launch_parser` + its handler
+(the command: vlv_ray/cli/launch.py)
 """

@@ -101,11 +101,11 @@ class Follower:
         if budget is None:
             return None
         from vlv_ray.cost.ledger import Ledger
-        from vlv_ray.train.launch import run_dir
 
         cluster = self.watch.poll().usd
+        paths = self.plan.paths
         try:
-            run = Ledger.load(run_dir(self.plan.cfg), self.plan.cfg.name, **self.plan.cfg.storage.options).total_usd
+            run = Ledger.load(paths.run, self.plan.cfg.name, **paths.storage).total_usd
         except Exception:  # noqa: BLE001 (unreadable: count it all as the cluster's)
             run = 0.0
         return budget - max(0.0, cluster - run)

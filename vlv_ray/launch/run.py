@@ -30,17 +30,9 @@ from vlv_ray.launch.clusterfile import ClusterSpec, Pool, dump, missing_credenti
 from vlv_ray.launch.follow import Follower, wait_dashboard
 from vlv_ray.launch.state import LaunchState, Lock
 from vlv_ray.launch.watch import ClusterWatch
+from vlv_ray.paths import RunPaths, absolutize, for_job
 
 EXIT = {"succeeded": 0, "failed": 1, "budget": 1, "interrupted": 130}
-
-
-class LaunchError(ConfigError):
-    """Bad input named by the `LaunchOptions` field (or `down`'s argument) it concerns; the CLI
-    says it in its flags."""
-
-    def __init__(self, arg: str, message: str):
-        self.arg, self.message = arg, message
-        super().__init__(f"{arg}: {message}")
 
 
 @dataclass
@@ -64,6 +56,7 @@ class Plan:
     spec: ClusterSpec
     pools: list[Pool]
     state: LaunchState
+    paths: RunPaths  # the run's directory and storage options, as the job's driver will see them
 
 
 def worker_need(cfg: JobConfig) -> dict[str, float]:
@@ -96,7 +89,7 @@ def prepare(opts: LaunchOptions) -> Plan:
                         cluster=str(Path(opts.cluster).resolve()), backend="cloud" if spec.remote else "local",
                         provider=spec.provider, budget_usd=opts.budget_usd, keep=opts.keep,
                         pool=pools[0].node_type)
-    return Plan(cfg, spec, pools, state)
+    return Plan(cfg, spec, pools, state, for_job(cfg)[1])
 
 
 def _submittable(job: str) -> None:
@@ -107,7 +100,7 @@ def _submittable(job: str) -> None:
     try:
         Path(job).resolve().relative_to(Path.cwd().resolve())
     except ValueError:
-        raise LaunchError("job", f"{job}: must be inside the current directory ({Path.cwd()}), which is uploaded "
+        raise ConfigError(f"{job}: must be inside the current directory ({Path.cwd()}), which is uploaded "
                           "as the job's working dir") from None
     runtime_env()
 
@@ -142,15 +135,13 @@ def confirm(total: float | None, opts: LaunchOptions) -> None:
     if sys.stdin.isatty():
         if input(f"[launch] {question}: launch anyway? [y/N] ").strip().lower() in ("y", "yes"):
             return
-        raise LaunchError("budget_usd", f"{question}; not launched")
-    raise LaunchError("budget_usd", f"{question}; confirm with yes=True to launch anyway")
+        raise ConfigError(f"budget_usd: {question}; not launched")
+    raise ConfigError(f"budget_usd: {question}; pass yes=True to launch anyway")
 
 
 def job_overrides(plan: Plan, opts: LaunchOptions, budget_left: float | None) -> list[str]:
     """The user's overrides, local paths made absolute (a local cluster's driver runs in a copy of
     the working dir), and the budget that is left for the job's own guard (checkpoint, stop)."""
-    from vlv_ray.train.launch import absolutize
-
     out = list(opts.overrides)
     if not plan.spec.remote:
         cfg = plan.cfg
@@ -286,27 +277,25 @@ def _stop_job(state: LaunchState) -> None:
         print(f"[launch] could not stop job {state.job_id}: {e}", flush=True)
 
 
-def copy_exports(cfg: JobConfig) -> str | None:
+def copy_exports(cfg: JobConfig, paths: RunPaths) -> str | None:
     """<run>/export/ → launch.export_to, before the cluster (and anything local to it) goes."""
     import pyarrow.fs as pafs
 
-    from vlv_ray.train.launch import run_dir
-
     if not cfg.launch.export_to:
         return None
-    src_fs, src = storage.resolve(storage.join(run_dir(cfg), "export"), **cfg.storage.options)
+    src_fs, src = storage.resolve(paths.exports, **paths.storage)
     if src_fs.get_file_info(src).type == pafs.FileType.NotFound:
-        return f"no exports to copy: {storage.join(run_dir(cfg), 'export')} does not exist"
-    dst_fs, dst = storage.resolve(cfg.launch.export_to, **cfg.storage.options)
+        return f"no exports to copy: {paths.exports} does not exist"
+    dst_fs, dst = storage.resolve(cfg.launch.export_to, **paths.storage)
     dst_fs.create_dir(dst, recursive=True)
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
-    return f"exports copied: {storage.join(run_dir(cfg), 'export')} → {cfg.launch.export_to}"
+    return f"exports copied: {paths.exports} → {cfg.launch.export_to}"
 
 
 def _end(plan: Plan, be, watch: ClusterWatch, ended: str) -> None:
     state = plan.state
     try:
-        line = copy_exports(plan.cfg)
+        line = copy_exports(plan.cfg, plan.paths)
         if line:
             print(f"[launch] {line}", flush=True)
     except Exception as e:  # noqa: BLE001 (never skip the teardown for this)
@@ -382,7 +371,7 @@ def down(name: str) -> int:
 
     state = LaunchState.load(name)
     if state is None:
-        raise LaunchError("name", f"{name}: no such launch (`vlv-ray launch --status` lists them)")
+        raise ConfigError(f"name: {name}: no such launch (`vlv-ray launch --status` lists them)")
     lock = Lock(name)
     try:
         be = backends.for_state(state)
@@ -403,7 +392,7 @@ def down(name: str) -> int:
             auth.use_token_if_available()
         _stop_job(state)
         if cfg is not None:
-            line = copy_exports(cfg)
+            line = copy_exports(cfg, for_job(cfg)[1])
             if line:
                 print(f"[launch] {line}", flush=True)
         teardown(state, be, watch)

@@ -1,56 +1,16 @@
-"""`vlv-ray launch …`: the parser and its handler, side by side (cli.py calls `add_launch_parser`)."""
+"""`vlv-ray launch`: estimate, start a cluster, run a job on it, tear it down (vlv_ray/launch)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-
-FLAGS = {"job": "", "budget_usd": "--budget", "yes": "--yes", "name": "--down", "capacity_wait_s": "--capacity-wait",
-         "throughput": "--throughput"}
+from vlv_ray.cli.common import UserError, in_flags
 
 
-def cmd_launch(args) -> int:
-    from vlv_ray.config import ConfigError
-    from vlv_ray.launch import run
-
-    from vlv_ray.launch.backend import ClusterFailed
-
-    try:
-        return _launch(args, run)
-    except run.LaunchError as e:  # the library names its argument; the user typed a flag
-        message = e.message.replace("yes=True", "--yes")
-        flag = FLAGS.get(e.arg, e.arg)
-        raise ConfigError(f"{flag}: {message}" if flag else message) from None
-    except ClusterFailed as e:  # not bad input: exit 1, one line all the same (the cluster is down by now)
-        print(f"vlv-ray: error: launch: {e}", file=sys.stderr)
-        return 1
-
-
-def _launch(args, run) -> int:
-    from vlv_ray.config import ConfigError
-
-    if args.status:
-        rows = run.status_rows()
-        print(json.dumps(rows) if args.json else run.format_status(rows))
-        return 0
-    if args.down:
-        return run.down(args.down)
-    if not args.job or not args.cluster:
-        raise ConfigError("launch: expected JOB.yaml and --cluster FILE (or --status, or --down NAME)")
-    for flag, value, low in (("--budget", args.budget, 0.0), ("--capacity-wait", args.capacity_wait, 0.0),
-                             ("--throughput", args.throughput, 0.0)):
-        if value is not None and value <= low:
-            raise ConfigError(f"{flag}: got {value:g}, expected a number > 0")
-    opts = run.LaunchOptions(job=args.job, cluster=args.cluster, overrides=args.overrides, budget_usd=args.budget,
-                             yes=args.yes, keep=args.keep, dry_run=args.dry_run, capacity_wait_s=args.capacity_wait,
-                             allow_on_demand=args.allow_on_demand, throughput=args.throughput)
-    return run.launch(opts)
-
-
-def add_launch_parser(sub) -> argparse.ArgumentParser:
+def add_parsers(sub) -> None:
     p = sub.add_parser("launch", help="estimate, start a cluster, run JOB.yaml on it, tear it down "
                        "(re-running re-attaches); --status, --down NAME")
+    # JOB is optional: --status and --down take none.
     p.add_argument("job", nargs="?", help="a job file inside the current directory (uploaded, as by `submit`)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="job overrides, as on `vlv-ray train`")
     p.add_argument("--cluster", metavar="FILE", help="a Ray cluster-launcher YAML, e.g. cluster/aws-spot.yaml "
@@ -72,4 +32,32 @@ def add_launch_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --status: one JSON list")
     p.add_argument("--down", metavar="NAME", help="tear down the cluster of launch NAME")
     p.set_defaults(fn=cmd_launch)
-    return p
+
+
+def cmd_launch(args) -> int:
+    from vlv_ray.launch import run
+    from vlv_ray.launch.backend import ClusterFailed
+
+    if args.status:
+        rows = run.status_rows()
+        print(json.dumps(rows) if args.json else run.format_status(rows))
+        return 0
+    try:
+        if args.down:
+            with in_flags(name="--down"):
+                return run.down(args.down)
+        if not args.job or not args.cluster:
+            raise UserError("launch: expected JOB.yaml and --cluster FILE (or --status, or --down NAME)")
+        for flag, value in (("--budget", args.budget), ("--capacity-wait", args.capacity_wait),
+                            ("--throughput", args.throughput)):
+            if value is not None and value <= 0:
+                raise UserError(f"{flag}: got {value:g}, expected a number > 0")
+        opts = run.LaunchOptions(job=args.job, cluster=args.cluster, overrides=args.overrides,
+                                 budget_usd=args.budget, yes=args.yes, keep=args.keep, dry_run=args.dry_run,
+                                 capacity_wait_s=args.capacity_wait, allow_on_demand=args.allow_on_demand,
+                                 throughput=args.throughput)
+        with in_flags(budget_usd="--budget", yes="--yes"):
+            return run.launch(opts)
+    except ClusterFailed as e:  # not bad input: exit 1, one line all the same (the cluster is down by now)
+        print(f"vlv-ray: error: launch: {e}", file=sys.stderr)
+        return 1
