@@ -27,6 +27,7 @@ from vlv_ray.train import auth
 STEP = re.compile(r"step (\d+)/(\d+) \|.*?\| ([\d.]+) samples/s")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 PLAIN_EVERY_S = 5.0
+DASHBOARD_PATIENCE_S = 180.0  # a head that does not answer this long is taken for gone
 REATTACH_TAIL = 20  # lines of context shown when following a job again
 BUDGET_GRACE_S = 120.0  # past the budget, how long the job's guard gets to checkpoint and stop
 
@@ -123,9 +124,18 @@ class Follower:
         console = Console(self.state.sibling(".log"))
         offset, pending, text, cut = 0, "", "", attached
         try:
+            answered = time.time()
             while True:
-                status = str(self.client.get_job_status(self.state.job_id)).split(".")[-1]
-                logs = self.client.get_job_logs(self.state.job_id)
+                try:
+                    status = str(self.client.get_job_status(self.state.job_id)).split(".")[-1]
+                    logs = self.client.get_job_logs(self.state.job_id)
+                    answered = time.time()
+                except Exception as e:  # noqa: BLE001 (a busy or restarting head: ask again, for a while)
+                    if time.time() - answered > DASHBOARD_PATIENCE_S:
+                        raise ClusterFailed(f"the head's dashboard at {self.state.dashboard} has not answered for "
+                                            f"{DASHBOARD_PATIENCE_S:.0f} s ({storage.redact(str(e))[:200]})") from None
+                    time.sleep(self.opts.poll_s)
+                    continue
                 new, offset = logs[offset:], len(logs)
                 text += new
                 pending += new
