@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,7 +158,12 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg = load_job(args.job, args.overrides)
-    result = launch.run(cfg, local=args.local, allow_changes=args.allow_changes)
+    again = shlex.join(["vlv-ray", "train", args.job, *args.overrides] + (["--allow-changes"] if args.allow_changes else []))
+    try:
+        result = launch.run(cfg, local=args.local, allow_changes=args.allow_changes, resume_hint=again)
+    except launch.Stopped as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C): every rank checkpointed
+        print(f"vlv-ray: {e}", file=sys.stderr)
+        return e.exit_code
     return _report_result(result, cfg)
 
 
@@ -396,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from vlv_ray.train.failure import TrainingFailed
 
+    # Every line shows when printed, also when stdout is a file or a pipe (`> log`, a submitted
+    # job's log that `ray job logs --follow` reads): Python would hold it in an 8 KiB block.
+    # This covers Ray's forwarded worker lines too: it prints them to this same stream.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
@@ -413,9 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vlv-ray: error: {e.filename}: {e.strerror or os.strerror(e.errno)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # 128 + the signal's number, as a shell reports it
         print("vlv-ray: interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -308,10 +308,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: a directory, expected a job file (YAML)")
     if not p.is_file():
         raise ConfigError(f"{p}: no such job file")
     try:
-        data = yaml.load(p.read_text(), Loader=_Loader)
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as e:  # an image or other binary file given by mistake
+        raise ConfigError(f"{p}: not a text file (byte {e.start} is not UTF-8), expected a job file (YAML)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

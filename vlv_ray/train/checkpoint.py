@@ -62,6 +62,12 @@ def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg:
 
     staging = Path(tempfile.mkdtemp(prefix="vlv-ckpt-"))
     name = dir_name(state["step"])
+    target = storage.join(run_uri(cfg), name)
+    if rank == 0 and not storage.exists(storage.join(target, COMPLETE), **_kw(cfg)):
+        # An incomplete save of this step (a crashed one, or one left by the driver this run
+        # took over): start from an empty directory. Before `report`, which no rank's upload passes
+        # until every rank has entered it.
+        integrity.remove(target, **_kw(cfg))
     try:
         engine.save_checkpoint(str(staging), tag=TAG)
         if rank == 0:
@@ -108,18 +114,20 @@ def newest_verified(cfg: JobConfig, *, clean: bool = False, say=print) -> tuple[
                 continue
             except ValueError as e:
                 why = f"unreadable {STATE_FILE} ({e})"
-        say(f"[vlv-ray] skipping checkpoint {uri}: {why}" + ("; deleted it" if clean else ""), flush=True)
+        say(f"[vlv-ray] skipping checkpoint {uri}: {why}" + ("; deleted it" if clean else "; left it in place"),
+            flush=True)
         if clean:
             integrity.remove(uri, **kw)
     return chosen
 
 
-def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
-    """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {})."""
+def find(cfg: JobConfig, *, clean: bool = True) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {}).
+    Rank 0 deletes newer incomplete ones when `clean` (not in a run taken over: see lease.py)."""
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    found = newest_verified(cfg, clean=rank == 0, say=print if rank == 0 else _quiet)
+    found = newest_verified(cfg, clean=clean and rank == 0, say=print if rank == 0 else _quiet)
     if found is None:
         return None, {}
     fs, path = storage.resolve(found[0], **_kw(cfg))

@@ -4,14 +4,16 @@ from __future__ import annotations
 from typing import Any
 
 from vlv_ray.config import JobConfig
-from vlv_ray.train import checkpoint
+from vlv_ray.train import checkpoint, lease
 from vlv_ray.train.callbacks import Callbacks
 from vlv_ray.train.state import TrainerState
 
 
 class Checkpointer:
-    def __init__(self, cfg: JobConfig, rank: int, *, local: bool = False, callbacks: Callbacks | None = None):
+    def __init__(self, cfg: JobConfig, rank: int, *, local: bool = False, callbacks: Callbacks | None = None,
+                 lease_owner: str | None = None):
         self.cfg, self.rank, self.local, self.callbacks = cfg, rank, local, callbacks
+        self.lease_owner = lease_owner  # the driver's lease; None: no lease (--local)
 
     def due(self, step: int, stop: bool) -> bool:
         """Every `checkpoint.every_steps`, at the last step, and whenever the run must stop now."""
@@ -24,6 +26,8 @@ class Checkpointer:
         if self.local:  # local mode (--local) is for debugging: Ray does not persist its checkpoints
             ray.train.report(metrics)
             return
+        # A driver that lost its lease (another took the run over) writes nothing more.
+        lease.check_owned(checkpoint.run_uri(self.cfg), self.lease_owner, **self.cfg.storage.options)
         callbacks = self.callbacks
         on_phase = (lambda phase: callbacks.checkpoint_phase(phase, state.step, self.rank)) if callbacks else None
         checkpoint.save(engine, state.to_dict(), metrics, self.rank, self.cfg, on_phase=on_phase)

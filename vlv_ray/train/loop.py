@@ -17,7 +17,7 @@ import ray.train
 import torch
 
 from vlv_ray.config import JobConfig, from_dict
-from vlv_ray.train import checkpoint, preempt
+from vlv_ray.train import checkpoint, lease, preempt
 from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpointer import Checkpointer
@@ -48,8 +48,10 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
 
     torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
+    owner = loop_config.get("lease_owner")
+    lease.check_owned(checkpoint.run_uri(cfg), owner, **cfg.storage.options)  # a restart after a takeover
     stage = build_stage(cfg, device)
-    ckpt, saved = checkpoint.find(cfg)  # (None, {}) on a fresh run
+    ckpt, saved = checkpoint.find(cfg, clean=not loop_config.get("took_over"))  # (None, {}) on a fresh run
     state, resumed = TrainerState.from_dict(saved), ckpt is not None
     universal = checkpoint.needs_universal(saved, world, cfg)
     engine = build_engine(stage, cfg, load_universal=universal)
@@ -60,7 +62,8 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
                    rejects_uri=loop_config.get("rejects_uri"), vae_digest=stage.vae_digest)
     logger = MetricsLogger(cfg, rank, first_step=state.step)
     callbacks = Callbacks(cfg.callbacks)
-    checkpointer = Checkpointer(cfg, rank, local=bool(loop_config.get("local")), callbacks=callbacks)
+    checkpointer = Checkpointer(cfg, rank, local=bool(loop_config.get("local")), callbacks=callbacks,
+                                lease_owner=owner)
     cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
     if rank == 0:
         _announce(cfg, stage, data, world, state, resumed, universal)
@@ -74,15 +77,17 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
             callbacks.step_end(StepEnd(step, rank, world, out.epoch, out.keys, metrics, resumed, cfg, engine))
-            stop = _stop_requested(world)
+            stop = _stop_requested(world, rank, loop_config.get("stop_key"))
             over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
-            if checkpointer.due(step, stop or over_budget):
+            if checkpointer.due(step, bool(stop) or over_budget):
                 state = TrainerState(step=step, epoch=out.epoch, cost_usd=metrics["cost_usd"],
                                      config_hash=cfg.config_hash(), world_size=world, data=data.state(),
                                      rejected_rows=metrics["rejected_rows"], extra=state.extra)
                 checkpointer.save(engine, state, metrics)
-            if stop:
+            if stop == "preempted":
                 raise preempt.Preempted(f"stop requested: checkpointed step {step}; Ray Train will resume from it")
+            if stop == "stopped":  # the driver was told to stop: the run ends here (launch.py says how to resume)
+                break
             if over_budget:
                 if rank == 0:  # what was spent, and how to resume with a larger budget
                     print(f"[vlv-ray] {cost.message}", flush=True)
@@ -141,10 +146,11 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
     }
 
 
-def _stop_requested(world: int) -> bool:
+def _stop_requested(world: int, rank: int, stop_key: str | None) -> str | None:
     """The one "stop now" decision, agreed by every rank (collective): on it, every rank
-    checkpoints this step and the run ends. A SIGTERM (spot notice) on any rank today."""
-    return preempt.requested(world)
+    checkpoints this step; "preempted" (a SIGTERM on any rank) then hands the run back to Ray
+    Train to resume, "stopped" (the driver got SIGTERM/SIGINT) ends it."""
+    return preempt.stop_reason(world, rank, stop_key)
 
 
 def _announce(cfg: JobConfig, stage, data, world: int, state, resumed: bool, universal: bool) -> None:
