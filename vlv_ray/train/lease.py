@@ -122,8 +122,9 @@ class Lease:
         while not self._stop.wait(self.me["heartbeat_s"]):
             try:
                 holder = self._read()
-                if holder and holder.get("owner") != self.me["owner"]:
-                    self.lost = describe(holder, time.time())
+                if holder is None or holder.get("owner") != self.me["owner"]:
+                    # Taken, or deleted by a driver that took it and has ended: not ours either way.
+                    self.lost = describe(holder, time.time()) if holder else "a driver that has released it"
                     print(f"[vlv-ray] warning: {self.uri} was taken over by {self.lost}; "
                           "this run no longer owns its checkpoints and writes none", flush=True)
                     return
