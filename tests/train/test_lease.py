@@ -104,14 +104,13 @@ def test_taking_over_a_hung_holder_deletes_none_of_its_files_and_fences_it(ray_h
     """A holder that hangs (SIGSTOP: a long GC pause, a frozen VM) past its timeout is taken
     over, but its incomplete checkpoint stays: it could still be writing it. Once it runs again
     it finds the lease taken, and its workers refuse to write (`check_owned`)."""
-    from vlv_ray.train.lease import LeaseLost, check_owned
-
     runs = tmp_path / "runs"
     run = runs / "hung"
     done = run / "step-00000004"  # a whole checkpoint the newcomer resumes from
     (done / "engine").mkdir(parents=True)
-    (done / "trainer_state.json").write_text(json.dumps({"step": 4}))
-    (done / "_COMPLETE").write_text(json.dumps({"step": 4, "files": {"trainer_state.json": 13}}))
+    state = json.dumps({"step": 4})
+    (done / "trainer_state.json").write_text(state)
+    (done / "_COMPLETE").write_text(json.dumps({"step": 4, "files": {"trainer_state.json": len(state)}}))
     first = holder(str(run), 3)
     in_flight = run / "step-00000006" / "engine" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     in_flight.parent.mkdir(parents=True)
@@ -122,13 +121,17 @@ def test_taking_over_a_hung_holder_deletes_none_of_its_files_and_fences_it(ray_h
         time.sleep(4)
         # The newcomer takes over, resumes from step 4, then stops at the placement check.
         r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}",
-                            "name=hung", "scaling.num_workers=64", "scaling.placement_timeout_s=1"],
+                            "name=hung", "scaling.num_workers=64", "scaling.placement_timeout_s=1",
+                            "checkpoint.lease_timeout_s=3"],
                            cwd=REPO, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ray_head.address})
         assert r.returncode == 2 and "could not be placed" in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
         assert f"taking over the run from pid {first.pid}" in r.stdout, r.stdout
         assert "step-00000006: no _COMPLETE marker (its save did not finish); left it in place" in r.stdout
+        assert "step-00000004" not in r.stdout  # the whole one is the resume point, not skipped
         assert in_flight.read_bytes() == b"half of a shard"
+        from vlv_ray.train.lease import LeaseLost, check_owned
+
         with pytest.raises(LeaseLost, match="another driver took over this run"):
             check_owned(str(run), owner)
     finally:

@@ -189,7 +189,7 @@ def test_ray_job_stop_checkpoints_every_rank_and_the_log_follows_live(fresh_ray_
     assert m, logs[-3000:]
     assert m.group(2) == str(runs / "stopped" / f"step-{int(m.group(1)):08d}")
     assert integrity.problem(m.group(2)) is None  # every rank's files, marked complete
-    assert "STOPPED" in _sh(ray_job.format("status"), cwd=proj, env=env, timeout=120).stdout
+    assert "was stopped" in _sh(ray_job.format("status"), cwd=proj, env=env, timeout=120).stdout
 
 
 def test_submit_refuses_a_job_file_outside_the_uploaded_directory(tmp_path):
