@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import user_env  # tests/ is on sys.path: its conftest.py is there
 from helpers import REPO
 
@@ -27,7 +29,10 @@ def _wait_for_step(log, proc, timeout_s: float = 300.0) -> int:
     raise AssertionError(f"no step line in {log} after {timeout_s}s while the run lived:\n{log.read_text()[-3000:]}")
 
 
-def test_sigterm_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(ray_head, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(sig, ray_head, tiny_dataset, tmp_path):
+    """SIGTERM as a scheduler sends it; SIGINT as Ctrl-C does (Ray Train's own handler would
+    abort the workers without a checkpoint)."""
     runs, out, err = tmp_path / "runs", tmp_path / "out.log", tmp_path / "err.log"
     args = ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}", "name=stopme",
             "max_steps=200", "checkpoint.every_steps=100", "optim.warmup_steps=0"]
@@ -37,14 +42,14 @@ def test_sigterm_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(ray_h
                                 stdout=o, stderr=e)
     try:
         seen = _wait_for_step(out, proc)  # the step lines reach the file as they are printed
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         rc = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert rc == 128 + signal.SIGTERM, err.read_text()[-3000:]
+    assert rc == 128 + sig, err.read_text()[-3000:]
     last = err.read_text().strip().splitlines()[-1]
-    m = re.fullmatch(r"vlv-ray: stopped by SIGTERM at step (\d+), checkpoint (\S+); resume with the same "
+    m = re.fullmatch(rf"vlv-ray: stopped by {sig.name} at step (\d+), checkpoint (\S+); resume with the same "
                      r"command: (.*)", last)
     assert m, err.read_text()[-3000:]
     step = int(m.group(1))
@@ -53,6 +58,6 @@ def test_sigterm_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(ray_h
     ckpt = runs / "stopme" / f"step-{step:08d}"
     assert m.group(2) == str(ckpt)
     assert integrity.problem(str(ckpt)) is None  # every rank's files, marked complete
-    assert "[vlv-ray] SIGTERM: every worker checkpoints its current step" in out.read_text()
+    assert f"[vlv-ray] {sig.name}: every worker checkpoints its current step" in out.read_text()
     assert not (runs / "stopme" / "_LEASE.json").exists()  # released: the resume needs no wait
 
