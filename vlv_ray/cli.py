@@ -158,7 +158,7 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg = load_job(args.job, args.overrides)
-    again = shlex.join(["vlv-ray", "train", args.job, *args.overrides] + (["--allow-changes"] if args.allow_changes else []))
+    again = shlex.join(["vlv-ray", "train", args.job, *args.overrides, *(["--allow-changes"] * args.allow_changes)])
     try:
         result = launch.run(cfg, local=args.local, allow_changes=args.allow_changes, resume_hint=again)
     except launch.Stopped as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C): every rank checkpointed
