@@ -8,22 +8,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.storage import StorageError
 from vlv_ray.config import JobConfig
+from vlv_ray.paths import RunPaths, for_job
 from vlv_ray.train import auth, quiet
 
 log = logging.getLogger(__name__)
-
-
-def absolutize(uri: str) -> str:
-    """Local relative paths become absolute: Ray workers do not share the driver's cwd."""
-    if "://" in uri:
-        return uri
-    return str(Path(uri).expanduser().resolve())
 
 
 def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
@@ -96,9 +89,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_trainer(cfg: JobConfig, *, local: bool = False, lease=None, stop_key: str | None = None):
-    """`lease`: the driver's (its owner id lets workers check they still hold the run);
-    `stop_key`: the flag `preempt.DriverStop` sets when the driver is told to stop."""
+def build_trainer(cfg: JobConfig, paths: RunPaths, *, local: bool = False, lease=None, stop_key: str | None = None):
+    """`cfg` and `paths` as `paths.for_job` makes them (local paths absolute). `lease`: the
+    driver's (its owner id lets workers check they still hold the run); `stop_key`: the flag
+    `preempt.DriverStop` sets when the driver is told to stop."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -107,7 +101,7 @@ def build_trainer(cfg: JobConfig, *, local: bool = False, lease=None, stop_key: 
             """Ray Train's Ctrl-C handler aborts the workers without a checkpoint; the driver's
             SIGINT is `preempt.DriverStop`'s, which has every rank checkpoint first."""
 
-    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **cfg.storage.options)
+    fs, run_root = storage.resolve(cfg.storage_path, **paths.storage)
 
     sc = cfg.scaling
     resources = worker_resources(cfg)
@@ -130,14 +124,9 @@ def build_trainer(cfg: JobConfig, *, local: bool = False, lease=None, stop_key: 
         # go to its log files only; our step lines say what matters.
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
     )
-    job = cfg.to_dict(redact=False)
-    job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
-    job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
-    if cfg.model.stage1:
-        job["model"]["stage1"] = absolutize(cfg.model.stage1)
-    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg), "stop_key": stop_key,
-                   "lease_owner": lease.me["owner"] if lease else None,
-                   "took_over": bool(lease and lease.took_over)}
+    driver = {"stop_key": stop_key, "lease_owner": lease.me["owner"] if lease else None,
+              "took_over": bool(lease and lease.took_over)}
+    loop_config = {"job": cfg.to_dict(redact=False), "paths": paths.to_dict(), "local": local, "driver": driver}
     return Trainer(
         _train_worker,
         train_loop_config=loop_config,
@@ -153,11 +142,6 @@ def worker_resources(cfg: JobConfig) -> dict[str, float]:
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
     return resources
-
-
-def rejects_uri(cfg: JobConfig) -> str:
-    """Where decode tasks record the rows they dropped: `<storage_path>/<name>/rejects/`."""
-    return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
 
 
 def _worker_env(use_gpu: bool) -> dict[str, str]:
@@ -183,36 +167,42 @@ class Stopped(Exception):
         self.exit_code = exit_code
 
 
-def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False, resume_hint: str = ""):
+def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, allow_changes: bool = False,
+        resume_hint: str = ""):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`.
-    Raises `Stopped` when a SIGTERM/SIGINT stopped it (`resume_hint`: the command to name)."""
+
+    `paths`: the run's, from `paths.for_job(cfg)` where the caller loaded the job (then `cfg`
+    is that call's absolutized job); built here when not given. Raises `Stopped` when a
+    SIGTERM/SIGINT stopped it (`resume_hint`: the command to name).
+    """
     import ray.train
 
     from vlv_ray.cost.tracker import track
     from vlv_ray.data.pipeline import shard_paths
     from vlv_ray.train import precheck, preempt
 
+    if paths is None:
+        cfg, paths = for_job(cfg)
     # Fail on bad input before paying for a cluster start.
-    shard_paths(absolutize(cfg.data.uri), **cfg.storage.options)
-    precheck.stage1_export(cfg)
+    shard_paths(cfg.data.uri, **paths.storage)
+    precheck.stage1_export(cfg, paths)
     # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
-    lease = None if local else precheck.take_lease(cfg, run_dir(cfg))
+    lease = None if local else precheck.take_lease(cfg, paths)
     stop = preempt.DriverStop()
     try:
         # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
-        precheck.resume_settings(cfg, allow_changes=allow_changes, clean=not (lease and lease.took_over))
+        precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
         quiet.apply_to_this_process(cfg.scaling.use_gpu)
         ensure_ray()
         if not local:
             precheck.placeable(cfg, worker_resources(cfg))
         # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
         # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
-        storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
-                       **cfg.storage.options)
+        storage.delete(storage.join(paths.run, "checkpoint_manager_snapshot.json"), **paths.storage)
         # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
         # a --local debugging run writes no ledger.
-        metered = contextlib.nullcontext() if local else track(cfg, run_dir(cfg))
-        trainer = build_trainer(cfg, local=local, lease=lease, stop_key=None if local else stop.key)
+        metered = contextlib.nullcontext() if local else track(cfg, paths)
+        trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
         try:
             with metered, stop:  # from here a SIGTERM/SIGINT has every rank checkpoint, then end
                 stop.armed = not local
@@ -220,13 +210,13 @@ def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False, res
         except ray.train.TrainingFailedError as e:
             from vlv_ray.train.failure import TrainingFailed, describe
 
-            raise TrainingFailed(describe(e, run_dir(cfg), **cfg.storage.options)) from None
+            raise TrainingFailed(describe(e, paths)) from None
         if stop.signum is not None and result.error is None:
             raise Stopped(_stopped_line(cfg, result, stop, resume_hint), stop.exit_code)
         if lease is not None and lease.lost:
-            raise StorageError(f"{run_dir(cfg)}: another driver took over the run ({lease.lost}); "
+            raise StorageError(f"{paths.run}: another driver took over the run ({lease.lost}); "
                                "this one exported nothing")
-        _after(cfg, result, local)
+        _after(cfg, paths, result, local)
     finally:
         if lease is not None:
             lease.release()
@@ -239,25 +229,21 @@ def _stopped_line(cfg: JobConfig, result, stop, resume_hint: str) -> str:
     step = (result.metrics or {}).get("step")
     where = f"at step {step}, checkpoint {result.checkpoint.path}" if result.checkpoint else "before its first step"
     again = resume_hint or f"vlv-ray train JOB name={cfg.name} storage_path={cfg.storage_path}"
-    return (f"stopped by {signal.Signals(stop.signum).name} {where}; resume with the same command: {again}")
+    return f"stopped by {signal.Signals(stop.signum).name} {where}; resume with the same command: {again}"
 
 
-def run_dir(cfg: JobConfig) -> str:
-    return storage.join(absolutize(cfg.storage_path), cfg.name)
-
-
-def _after(cfg: JobConfig, result, local: bool) -> None:
+def _after(cfg: JobConfig, paths: RunPaths, result, local: bool) -> None:
     from vlv_ray.data.pipeline import count_rejects
 
-    dropped = count_rejects(rejects_uri(cfg), **cfg.storage.options)
+    dropped = count_rejects(paths.rejects, **paths.storage)
     if dropped:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
-        print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {rejects_uri(cfg)}",
+        print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {paths.rejects}",
               flush=True)
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
         with quiet.captured():  # DeepSpeed's consolidation chatter; shown if it fails
-            exported = export_trainable(result.checkpoint, cfg)
+            exported = export_trainable(result.checkpoint, cfg, paths)
         print(f"exported trainable weights: {exported} "
               f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)
