@@ -29,7 +29,7 @@ def _wait_for_step(log, proc, timeout_s: float = 300.0) -> int:
     raise AssertionError(f"no step line in {log} after {timeout_s}s while the run lived:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(sig, ray_head, tiny_dataset, tmp_path):
     """SIGTERM as a scheduler sends it; SIGINT as Ctrl-C does (Ray Train's own handler would
     abort the workers without a checkpoint)."""
