@@ -57,6 +57,27 @@ class Reader(nn.Module):
         return out
 
 
+class ReaderFeatures(nn.Module):
+    """The reader's penultimate layer (its 1024 pooled conv features, before the attribute
+    heads) as an FID feature extractor: uint8 [B, 3, 32, 32] → [B, 1024], as torchmetrics'
+    FID calls an extractor. FID in miniature reads what the reader learned to see."""
+
+    num_features = 64 * 4 * 4
+
+    def __init__(self, reader: Reader | None = None):
+        super().__init__()
+        self.reader = reader or load()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 127.5 - 1.0
+        return self.reader.body(x).flatten(1)
+
+
+def feature_extractor() -> ReaderFeatures:
+    """`--features vlv_ray.toyworld.reader:feature_extractor`: the committed reader's features."""
+    return ReaderFeatures()
+
+
 def load(path: str | Path = READER_FILE) -> Reader:
     from safetensors.torch import load_file
 
