@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_args(rep)
     rep.set_defaults(fn=cmd_cost_report)
 
+    from vlv_ray.eval.command import add_eval_parser
+
+    add_eval_parser(sub)
+
     config = sub.add_parser("config", help="show or check job files")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     show = csub.add_parser("show", help="print the resolved job (secrets redacted), or its models' parameter counts")

@@ -49,7 +49,7 @@ def add_eval_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vlv_ray.cli import UserError
+    from vlv_ray.config import ConfigError as UserError  # one line, exit 2 (cli.py may run as __main__)
     from vlv_ray.eval import features, job
     from vlv_ray.eval.clip import ClipError
     from vlv_ray.train.launch import ensure_ray
