@@ -116,3 +116,54 @@ def test_bad_input_is_one_line_and_exit_2(exports, tiny_dataset, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("vlv-ray: error: ") and msg in lines[0], (args, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def toy_exports(tmp_path_factory):
+    """Stage-1 and stage-2 exports of the toy preset (untrained) and the teacher as a diffusers
+    text-to-image pipeline directory."""
+    from types import SimpleNamespace
+
+    from diffusers import StableDiffusionPipeline
+
+    from vlv_ray.models.caption_model import build_caption_model
+    from vlv_ray.toyworld import evaluate, tokens
+    from vlv_ray.toyworld.assets import TEACHER_DIR
+
+    root = tmp_path_factory.mktemp("toy")
+    s1 = evaluate.untrained_stage1(root / "stage1", num_queries=4, resolution=32, sd_path=str(TEACHER_DIR))
+    encoder, decoder, meta = export.load_stage1(s1)
+    model = build_caption_model(SimpleNamespace(preset="toy", llm=None, train_encoder=False), encoder,
+                                decoder.text_encoder)
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    export.save(str(root / "stage2"), tensors, {"kind": "vlv-stage2", "preset": "toy", "llm": None, "stage1": s1,
+                                                 "train_encoder": False, "max_caption_tokens": 14, "resolution": 32,
+                                                 "seed": 0, "step": 1, "config_hash": "x", "job": "t"})
+    pipe = StableDiffusionPipeline(vae=decoder.vae, text_encoder=decoder.text_encoder,
+                                   tokenizer=tokens.clip_tokenizer(), unet=decoder.unet,
+                                   scheduler=decoder.noise_scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root / "t2i")
+    return root
+
+
+def test_caption_eval_through_the_cli_reports_clip_score_and_t2i_fid(ray_head, toy_exports, exports, tiny_dataset,
+                                                                     tmp_path):
+    from conftest import user_env
+
+    _, clip = exports
+    out = tmp_path / "out"
+    env = user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address)
+    r = subprocess.run([*VLV, "eval", "caption", "--stage2", str(toy_exports / "stage2"), "--data", str(tiny_dataset),
+                        "--t2i", str(toy_exports / "t2i"), "--images", "8", "--steps", "2", "--guidance", "2",
+                        "--features", FEATURES, "--clip", clip, "--batch-size", "4", "--max-new-tokens", "6",
+                        "--beams", "1", "--out", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary == json.loads((out / "eval.json").read_text())
+    assert [x["metric"] for x in summary["results"]] == ["clip_text_image", "caption_t2i_fid"]
+    assert 0 <= summary["results"][0]["value"] <= 100 and summary["results"][1]["value"] > 0
+    assert summary["results"][1]["protocol"]["t2i"] == str(toy_exports / "t2i")
+    assert len(summary["samples"]) == 8 and all(isinstance(s["caption"], str) for s in summary["samples"])
+    assert "[eval] 8/8 images" in r.stderr and "ETA" in r.stderr
+    assert np.asarray(Image.open(out / "grid.png")).shape == (8 * 32, 2 * 32, 3)
