@@ -58,3 +58,21 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     f.update(real, real=True)
     f.update(fake, real=False)
     return f.compute()
+
+
+def fid_of_images(real: np.ndarray, fake: np.ndarray, features: str, *, batch: int = 256) -> tuple[float, int]:
+    """(FID, feature width) of two uint8 image sets [n, H, W, 3] held in this process, with the
+    extractor `features` names (eval/features.py): the in-process twin of the Ray path, for
+    sets small enough to hold (the miniature world's held-out images)."""
+    from vlv_ray.eval import features as feature_lib
+
+    extractor = feature_lib.load(features)
+    stats: FeatureFID | None = None
+    for is_real, images in ((True, real), (False, fake)):
+        for i in range(0, len(images), batch):
+            x = feature_lib.extract(extractor, torch.from_numpy(np.ascontiguousarray(images[i:i + batch])))
+            stats = stats or FeatureFID(x.shape[1])
+            stats.update(x, real=is_real)
+    if stats is None:
+        raise ValueError("real, fake: no images")
+    return stats.compute(), stats.num_features
