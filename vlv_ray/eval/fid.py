@@ -46,10 +46,14 @@ class FeatureFID:
         return int(m.real_features_num_samples), int(m.fake_features_num_samples)
 
     def compute(self) -> float:
-        real, fake = self.counts()
-        if real < 2 or fake < 2:
-            raise ValueError(f"FID needs at least 2 images on each side, got {real} real and {fake} generated")
-        return float(self.metric.compute())
+        """The FID; under torch.distributed, of every rank's images (torchmetrics sums the states first)."""
+        try:
+            return float(self.metric.compute())
+        except RuntimeError as e:
+            if "More than one sample is required" not in str(e):
+                raise
+            real, fake = self.counts()
+            raise ValueError(f"FID needs at least 2 images on each side, got {real} real and {fake} generated") from None
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:

@@ -89,19 +89,27 @@ def check_pipeline(path: str, **kw) -> str:
     return name
 
 
+def held_out_items(manifest: dict) -> list[dict]:
+    """Every row group of a held-out set in file order, as `pipeline.read_segments` takes them:
+    the same images every time (rows within a group in the reader's fixed permutation)."""
+    from vlv_ray.data import order
+
+    items, pos = [], 0
+    for i, b in enumerate(order.blocks_from_manifest(manifest)):
+        items.append({"shard": b.shard, "group": b.group, "block": i, "rows": b.rows, "start": 0, "stop": b.rows,
+                      "pos": pos})
+        pos += b.rows
+    return items
+
+
 def _held_out(spec: EvalSpec, manifest: dict, resolution: int):
     """The first `images` decodable rows of the held-out set, through the training reader."""
     import ray.data
 
-    from vlv_ray.data import order, pipeline
+    from vlv_ray.data import pipeline
 
     fs, paths, _ = pipeline.shard_paths(spec.data, **spec.storage_kw)
-    blocks = order.blocks_from_manifest(manifest)
-    items, pos = [], 0
-    for i, b in enumerate(blocks):  # file order: the same images every time
-        items.append({"shard": b.shard, "group": b.group, "block": i, "rows": b.rows, "start": 0, "stop": b.rows,
-                      "pos": pos})
-        pos += b.rows
+    items = held_out_items(manifest)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line carries the ETA
     ctx.execution_options.preserve_order = True

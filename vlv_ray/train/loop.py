@@ -22,6 +22,7 @@ from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpointer import Checkpointer
 from vlv_ray.cost.live import LiveCost
+from vlv_ray.eval.during import ImagesSeenEval
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
@@ -59,6 +60,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     data = Batches(cfg, rank, world, state.data, stage.collate, data_uri=cfg.data.uri,
                    rejects_uri=loop_config.get("rejects_uri"), vae_digest=stage.vae_digest)
     logger = MetricsLogger(cfg, rank, first_step=state.step)
+    by_images = ImagesSeenEval(cfg, rank, world)  # reconstruction FID at logging.eval_every_images
     callbacks = Callbacks(cfg.callbacks)
     checkpointer = Checkpointer(cfg, rank, local=bool(loop_config.get("local")), callbacks=callbacks)
     cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
@@ -73,6 +75,7 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
             metrics = _step_metrics(out, engine, data, step, world, rejected_before, first_step, cost)
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
+            by_images.after_step(stage, engine, step, metrics, logger.run)
             callbacks.step_end(StepEnd(step, rank, world, out.epoch, out.keys, metrics, resumed, cfg, engine))
             stop = _stop_requested(world)
             over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
