@@ -125,3 +125,29 @@ def pairs_grid(originals: np.ndarray, others: np.ndarray, *, n: int = 16, per_ro
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     im = Image.fromarray(np.concatenate(rows, axis=0))
     return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
+
+def fid_reading(n: int = 200, workdir: str | Path = "vlv-fid-reading") -> list[dict]:
+    """What FID in miniature reads, beside attribute accuracy, on the committed teacher: n
+    held-out originals against other world images (FID's floor), the teacher's samples from
+    the true captions and from other images' captions, and an untrained encoder's reconstructions."""
+    from vlv_ray.toyworld.assets import TEACHER_DIR
+
+    x, truth = held_out(n)
+    shuffled = [truth[i] for i in np.random.default_rng(0).permutation(n)]
+    untrained = untrained_stage1(Path(workdir) / "untrained-stage1", num_queries=4, resolution=world.SIZE,
+                                 sd_path=str(TEACHER_DIR))
+    sets = {"other world images (seed 3)": world.arrays(3, n)[0],
+            "teacher samples from the true captions": teacher_samples(str(TEACHER_DIR), truth),
+            "teacher samples from other images' captions": teacher_samples(str(TEACHER_DIR), shuffled),
+            "reconstructions, untrained stage-1 encoder": reconstructions(untrained, x)}
+    return [{"set": k, "attribute_accuracy": read_accuracy(v, truth)["overall"], "fid": fid_in_miniature(x, v)}
+            for k, v in sets.items()]
+
+
+if __name__ == "__main__":  # python -m vlv_ray.toyworld.evaluate [N]: the README's FID-in-miniature table
+    import json
+    import sys
+
+    for row in fid_reading(int(sys.argv[1]) if len(sys.argv) > 1 else 200):
+        print(json.dumps(row), flush=True)
