@@ -53,7 +53,8 @@ class FeatureFID:
             if "More than one sample is required" not in str(e):
                 raise
             real, fake = self.counts()
-            raise ValueError(f"FID needs at least 2 images on each side, got {real} real and {fake} generated") from None
+            raise ValueError(f"FID needs at least 2 images on each side, got {real} real and {fake} "
+                             "generated") from None
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:

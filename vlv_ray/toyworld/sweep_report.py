@@ -28,7 +28,8 @@ def row(config: dict, metrics: dict | None, error: str | None) -> dict:
     acc = metrics["caption_accuracy"]
     out.update(status="ok", accuracy=acc["overall"], **{f"accuracy_{a}": acc[a] for a in ATTRIBUTES},
                recon_accuracy=metrics["reconstruction_accuracy"]["overall"],
-               recon_fid=metrics["reconstruction_fid"]["value"], stage1_loss=metrics["stage1_final_loss"], stage2_loss=metrics["stage2_final_loss"],
+               recon_fid=metrics["reconstruction_fid"]["value"], stage1_loss=metrics["stage1_final_loss"],
+               stage2_loss=metrics["stage2_final_loss"],
                wall_s=metrics["seconds"]["total_s"], worker_hours=metrics["cost"]["worker_hours"],
                usd=metrics["cost"]["usd"])
     return out
