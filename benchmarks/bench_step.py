@@ -56,11 +56,13 @@ PEAK_TFLOPS = (
     ("A100", (312.0, 19.5)), ("L40S", (362.1, 91.6)), ("RTX 6000 Ada", (364.2, 91.1)), ("L4", (121.0, 30.3)),
 )
 # The public code's stage-1 step: fp32, UNet recompute, (and below) the VAE encode every step.
+PLAIN = ["model.compile=[]", "model.cuda_graphs=[]", "model.tower_input=fp32", "optim.fused=false"]
 REFERENCE = {1: ["deepspeed.precision=fp32", "model.frozen_dtype=fp32", "model.attention=sdpa",
-                 "model.gradient_checkpointing=[unet]", "model.channels_last=false", "model.compile=[]"],
+                 "model.gradient_checkpointing=[unet]", "model.channels_last=false", *PLAIN],
              2: ["deepspeed.precision=fp32", "model.frozen_dtype=fp32", "model.attention=sdpa",
-                 "model.gradient_checkpointing=[]", "model.compile=[]"]}
-SPEED_KEYS = ("frozen_dtype", "attention", "gradient_checkpointing", "channels_last", "compile")
+                 "model.gradient_checkpointing=[]", *PLAIN]}
+SPEED_KEYS = ("frozen_dtype", "attention", "gradient_checkpointing", "channels_last", "compile", "cuda_graphs",
+              "tower_input")
 
 
 def job_config(stage: int, preset: str, overrides: list[str]):
@@ -70,21 +72,39 @@ def job_config(stage: int, preset: str, overrides: list[str]):
 
 
 class MasterAdamW:
-    """AdamW on fp32 master copies of low-precision parameters (DeepSpeed bf16's scheme)."""
+    """AdamW on fp32 master copies of low-precision parameters (DeepSpeed bf16's scheme).
 
-    def __init__(self, params, lr: float, fused: bool):
+    flat=False: one master tensor per parameter (the 2026-11-26 rows; 1,128 tensors in stage
+    2). flat=True (`optim.fused`): one flat fp32 master and one flat gradient, as DeepSpeed's
+    ZeRO optimizer holds its partition, updated by torch's fused AdamW in a few kernels.
+    """
+
+    def __init__(self, params, lr: float, fused: bool, flat: bool = False):
+        from torch._utils import _flatten_dense_tensors
+
         self.params = [p for p in params if p.requires_grad]
+        self.flat = flat
         low = any(p.dtype != torch.float32 for p in self.params)
-        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] if low else self.params
+        if flat:
+            self.master = [_flatten_dense_tensors([p.detach().float() for p in self.params]).requires_grad_(True)]
+        else:
+            self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] if low else self.params
         self.opt = torch.optim.AdamW(self.master, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
 
     def step(self) -> None:
-        if self.master is not self.params:
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        if self.flat:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            self.master[0].grad = _flatten_dense_tensors(grads).float()
+        elif self.master is not self.params:
             for m, p in zip(self.master, self.params):
                 m.grad = p.grad.float() if p.grad is not None else None
         self.opt.step()
-        if self.master is not self.params:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.flat:
+                torch._foreach_copy_(self.params, list(_unflatten_dense_tensors(self.master[0], self.params)))
+            elif self.master is not self.params:
                 for m, p in zip(self.master, self.params):
                     p.copy_(m)
         for p in self.params:
@@ -124,12 +144,12 @@ def build(stage: int, cfg, device: torch.device, cached: bool):
         return encoder, modules, loss_fn, b, 0
     text = decoder.text_encoder.to(dtype=frozen)
     del decoder
-    if m.preset == "tiny":
-        from vlv_ray.models.caption_model import build_caption_model
+    from vlv_ray.models.caption_model import build_caption_model
 
+    if m.preset == "tiny":
         model = build_caption_model(m, encoder, text, seed=0).to(device)
     else:
-        model = presets.build_caption_model_empty(m, encoder, text, device=str(device))
+        model = build_caption_model(m, encoder, text, seed=0, empty=True, device=str(device))
     model.encoder.to(dtype=dtype)
     model.captioner.to(dtype=dtype)
     n_tok = m.max_caption_tokens  # every caption at the limit (end-of-text included): the paper's worst case
@@ -152,6 +172,13 @@ def count_flops(loss_fn, trainable, device) -> float:
     for p in trainable.parameters():
         p.grad = None
     return float(counter.get_total_flops())
+
+
+def optimizer(trainable, cfg, device) -> MasterAdamW:
+    """optim.fused: flat buffers and torch's fused kernel (CPU too); else per-tensor masters,
+    fused on a GPU as the 2026-11-26 rows ran."""
+    fused = cfg.optim.fused or device.type == "cuda"
+    return MasterAdamW(trainable.parameters(), lr=1e-5, fused=fused, flat=cfg.optim.fused)
 
 
 def sync(device) -> None:
@@ -191,12 +218,13 @@ def measure(stage: int, name: str, cfg, device, steps: int, warmup: int, cached:
                 "tokens_per_sample": n_tok or None, "date": datetime.date.today().isoformat(),
                 "command": " ".join(["python"] + sys.argv)}
     speed.compile_modules(cfg.model, modules)
-    opt = MasterAdamW(trainable.parameters(), lr=1e-5, fused=device.type == "cuda")
+    opt = optimizer(trainable, cfg, device)
     gen = torch.Generator(device=device)
     times, losses = [], []
     for i in range(warmup + steps):
         sync(device)
         t0 = time.perf_counter()
+        speed.step_begin(cfg.model)
         loss = loss_fn(gen.manual_seed(i))
         loss.backward()
         opt.step()
@@ -211,7 +239,7 @@ def measure(stage: int, name: str, cfg, device, steps: int, warmup: int, cached:
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "precision": cfg.deepspeed.precision, "batch_size": batch, "resolution": cfg.data.resolution,
            "vae_encode_every_step": not cached if stage == 1 else None,
-           **{f"model.{k}": getattr(cfg.model, k) for k in SPEED_KEYS},
+           **{f"model.{k}": getattr(cfg.model, k) for k in SPEED_KEYS}, "optim.fused": cfg.optim.fused,
            "step_s": round(step_s, 4), "samples_per_s": round(sps, 2), "samples_per_s_per_gpu": round(sps, 2),
            "tokens_per_s": round(sps * n_tok, 1) if stage == 2 else None,
            "flops_per_sample": flops / batch, "flops_source": flops_source,
@@ -243,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ours", action="append", default=[], metavar="KEY=VALUE", help="override ours' job keys")
     ap.add_argument("--batch-size", type=int, default=None, help="both configurations (default: the job's)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results.json"), help="'' to skip")
+    ap.add_argument("--no-reference", action="store_true", help="measure ours only (no fp32 reference, no ratio)")
+    ap.add_argument("--label", default="ours", help="ours' `config` name in the rows (e.g. old-keys)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     gpu = device.type == "cuda"
@@ -255,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         stages = [int(s) for s in a.stages.split(",")]
-        configs = {s: {"reference": job_config(s, a.preset, common + REFERENCE[s] + last),
-                       "ours": job_config(s, a.preset, common + a.ours + last)} for s in stages}
+        configs = {s: {**({} if a.no_reference else
+                          {"reference": job_config(s, a.preset, common + REFERENCE[s] + last)}),
+                       a.label: job_config(s, a.preset, common + a.ours + last)} for s in stages}
     except (ConfigError, ValueError) as e:
         print(f"bench_step: error: {e}", file=sys.stderr)
         return 2
@@ -266,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 # stage 2's model is the same in both configurations: ours may reuse the reference's FLOPs
                 hint = got.get("reference", {}).get("flops_per_sample") if stage == 2 else None
-                got[name] = measure(stage, name, cfg, device, steps, warmup, cached=name == "ours",
+                got[name] = measure(stage, name, cfg, device, steps, warmup, cached=name != "reference",
                                     flops_hint=hint * cfg.data.batch_size if hint else None)
             except torch.OutOfMemoryError as e:
                 got[name] = {"bench": "step", "stage": stage, "preset": a.preset, "config": name,
@@ -275,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
             print(json.dumps(got[name]), flush=True)
             rows.append(got[name])
-        ref, ours = got["reference"], got["ours"]
+        ref, ours = got.get("reference", {}), got[a.label]
         if "samples_per_s" in ref and "samples_per_s" in ours:
             print(json.dumps({"bench": "step", "stage": stage, "preset": a.preset,
                               "ours_over_reference_samples_per_s": round(ours["samples_per_s"] / ref["samples_per_s"], 2)}),

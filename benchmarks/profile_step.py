@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_step import MasterAdamW, build, job_config, sync  # noqa: E402
+from bench_step import build, job_config, optimizer, sync  # noqa: E402
 from vlv_ray.models import speed  # noqa: E402
 
 # First match wins; names are CUDA kernel names (cuBLAS/cuDNN/CUTLASS/Triton) or aten ops on a CPU.
@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     trainable.train()
     speed.apply(cfg.model, modules, compile=False)
     speed.compile_modules(cfg.model, modules)
-    opt = MasterAdamW(trainable.parameters(), lr=1e-5, fused=device.type == "cuda")
+    opt = optimizer(trainable, cfg, device)
     gen = torch.Generator(device=device)
 
     def step(i: int) -> None:
+        speed.step_begin(cfg.model)
         loss_fn(gen.manual_seed(i)).backward()
         opt.step()
 

@@ -87,3 +87,33 @@ def test_prepare_then_inspect(tmp_path):
 def test_train_with_missing_dataset_is_one_line(tmp_path):
     r = vlv("train", "jobs/tiny.yaml", f"data.uri={tmp_path / 'nothing'}", f"storage_path={tmp_path / 'runs'}")
     assert_one_line_error(r, "manifest.json")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--shard-rows", "0"], "--shard-rows: got 0, expected at least 1"),
+    (["--max-aspect", "0.5"], "--max-aspect: got 0.5, expected at least 1"),
+    (["--shard-mb", "0"], "--shard-mb: got 0, expected a size in MiB above 0"),
+])
+def test_prepare_options_are_named_by_their_flags(tmp_path, flags, message):
+    """The library names its arguments (shard_rows); the command line the flags the user typed."""
+    from vlv_ray.data import synthetic
+
+    synthetic.write_images(tmp_path / "img", n=2, seed=3)
+    assert_one_line_error(vlv("data", "prepare", tmp_path / "img", tmp_path / "ds", *flags), message)
+
+
+def test_in_flags_renames_arguments_only():
+    from vlv_ray.cli.common import UserError, in_flags
+
+    with pytest.raises(UserError, match=r"^--shard-rows: got 0, expected at least 1$"):
+        with in_flags(shard_rows="--shard-rows"):
+            raise ValueError("shard_rows: got 0, expected at least 1")
+    with pytest.raises(UserError, match=r"^/d: holds a dataset prepared from /a; pass --overwrite to replace it$"):
+        with in_flags(overwrite="--overwrite"):
+            raise ValueError("/d: holds a dataset prepared from /a; pass overwrite=True to replace it")
+    with pytest.raises(KeyError):  # not a ValueError: untouched
+        with in_flags(steps="--steps"):
+            raise KeyError("steps")
+    with pytest.raises(ValueError, match=r"^model\.steps: 20 steps$"):  # a dotted key or a plain word: untouched
+        with in_flags(steps="--steps"):
+            raise ValueError("model.steps: 20 steps")

@@ -137,10 +137,10 @@ def test_config_show_redacts_by_value_not_by_key_name(tmp_path):
 
 
 def test_toy_preset_takes_at_most_the_teachers_clip_positions():
-    from vlv_ray.config import TOY_MAX_QUERIES
     from vlv_ray.toyworld import tokens
+    from vlv_ray.toyworld.models import NUM_QUERIES
 
-    assert TOY_MAX_QUERIES == tokens.MAX_TEXT_TOKENS
+    assert NUM_QUERIES == tokens.MAX_TEXT_TOKENS
     assert load_job(JOBS / "toy-stage1.yaml", ["model.num_queries=16"]).model.num_queries == 16
     with pytest.raises(ConfigError, match=r"model\.num_queries: got 17, expected at most 16 for preset 'toy'"):
         load_job(JOBS / "toy-stage1.yaml", ["model.num_queries=17"])

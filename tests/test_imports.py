@@ -1,4 +1,6 @@
-"""Dependencies point one way: storage/config ← data, models ← train, infer ← cli.
+"""Dependencies point one way: storage/config/registry ← data, models ← train, infer ← toyworld ← cli.
+The miniature world registers its `toy` preset itself (toyworld/presets.py, found by the
+preset registry by file name), so models/ never names it.
 
 Read from the source (every import, the ones inside functions too), so a lazy import
 cannot hide a cycle that a later refactor would turn into an import error.
@@ -33,10 +35,32 @@ def graph() -> dict[str, set[str]]:
     return {m: imports_of(p, set(files)) for m, p in files.items()}
 
 
-def test_data_and_models_never_import_train_or_infer():
-    bad = {m: sorted(d for d in deps if d.startswith(("vlv_ray.train", "vlv_ray.infer")))
+def test_data_and_models_never_import_train_infer_or_the_miniature_world():
+    up = ("vlv_ray.train", "vlv_ray.infer", "vlv_ray.toyworld", "vlv_ray.cli")
+    bad = {m: sorted(d for d in deps if d.startswith(up))
            for m, deps in graph().items() if m.startswith(("vlv_ray.data", "vlv_ray.models"))}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_models_never_name_the_miniature_world():
+    """Not even as a string for importlib: toyworld/presets.py registers the toy preset itself."""
+    named = [str(p.relative_to(REPO)) for p in (PACKAGE / "models").rglob("*.py")
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Constant) and str(node.value).startswith("vlv_ray.toyworld")]
+    assert named == []
+
+
+def test_the_toy_preset_is_registered_on_demand_in_a_fresh_process():
+    """A Ray worker imports only what its function needs: the registry must find `toy` itself."""
+    import subprocess
+    import sys
+
+    code = ("from vlv_ray.models import presets; import sys; "
+            "assert 'vlv_ray.toyworld.presets' not in sys.modules; "
+            "print(presets.get_preset('toy').name, sorted(presets.preset_names()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "toy" and "['paper', 'tiny', 'toy']" in r.stdout
 
 
 def test_no_import_cycle():

@@ -60,9 +60,13 @@ class DataConfig:
     decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
 
 
+# The modules a speed key may name (vlv_ray/models/speed.py maps each onto the model).
+SpeedModule = Literal["unet", "vae", "text_encoder", "encoder", "llm", "tower"]
+
+
 @dataclass
 class ModelConfig:
-    preset: Literal["tiny", "paper", "toy"] = "paper"  # toy: the miniature world (vlv_ray/toyworld)
+    preset: str = "paper"  # a registered preset (vlv_ray/registry.py): tiny, paper, toy (the miniature world)
     florence: str | None = None  # path or hub id of Florence-2 (paper preset)
     stable_diffusion: str | None = None  # path or hub id of SD 2.1-base (paper preset)
     llm: str | None = None  # path or hub id of the stage-2 causal LM (paper preset)
@@ -79,7 +83,15 @@ class ModelConfig:
     # code checkpoints the UNet; at 384 px on an 80 GB GPU nothing needs it.
     gradient_checkpointing: list[Literal["unet", "encoder", "llm"]] = field(default_factory=list)
     channels_last: bool = False  # NHWC convolutions in the UNet and VAE (faster tensor-core convs on GPUs)
-    compile: list[Literal["unet", "vae", "text_encoder", "encoder", "llm"]] = field(default_factory=list)  # torch.compile these
+    # torch.compile these; "tower" is Florence's frozen DaViT vision tower, "encoder" its language model.
+    compile: list[SpeedModule] = field(default_factory=list)
+    # Of the compiled modules, these run as CUDA graphs (torch.compile mode "reduce-overhead": the
+    # host launches one graph instead of thousands of kernels). Static shapes only; a no-op on CPU.
+    # A module not in `compile` is not graphed either: `compile=[]` switches both off.
+    cuda_graphs: list[SpeedModule] = field(default_factory=list)
+    # How the batch reaches the vision tower at its 768 px: "fp32" upsamples in fp32 and casts
+    # (the public code's), "compute" upsamples and normalises in the compute dtype on the device.
+    tower_input: Literal["fp32", "compute"] = "fp32"
 
 
 @dataclass
@@ -92,6 +104,9 @@ class OptimConfig:
     min_lr_ratio: float = field(default=0.0, metadata=_range(0.0, 1.0))  # cosine floor = lr × this
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float = field(default=1.0, metadata=_range(0.0))  # 0 disables clipping
+    # torch's fused AdamW (one kernel over DeepSpeed's flat fp32 partition) instead of its
+    # per-tensor loop; the same update up to rounding. torch has the fused kernel on CPU too.
+    fused: bool = False
 
 
 # Precision names in job files → torch dtype names (no torch import here: `config check` stays fast).
@@ -205,7 +220,13 @@ class JobConfig:
     callbacks: list[CallbackConfig] = field(default_factory=list)
 
     def validate(self) -> "JobConfig":
-        """Cross-field checks that no single field can express."""
+        """Cross-field checks that no single field can express, then the preset's own."""
+        from vlv_ray.registry import ModelBuildError, get_preset
+
+        try:
+            preset = get_preset(self.model.preset)
+        except ModelBuildError as e:  # model.preset: got …, expected one of the registered names
+            raise ConfigError(str(e)) from None
         if not self.name:
             raise ConfigError("name: required (the run name; re-running the same name resumes)")
         if not self.storage_path:
@@ -222,10 +243,13 @@ class JobConfig:
             raise ConfigError("deepspeed.precision: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
         if self.model.frozen_dtype == "fp16" and not self.scaling.use_gpu:
             raise ConfigError("model.frozen_dtype: fp16 needs scaling.use_gpu=true; use fp32 or bf16 on CPU")
-        for key in ("gradient_checkpointing", "compile"):
+        for key in ("gradient_checkpointing", "compile", "cuda_graphs"):
             names = getattr(self.model, key)
             if len(set(names)) != len(names):
                 raise ConfigError(f"model.{key}: got {names!r}, expected each module at most once")
+        if self.optim.fused and self.deepspeed.offload_optimizer != "none":
+            raise ConfigError("optim.fused: true needs deepspeed.offload_optimizer=none (an offloaded optimizer "
+                              "runs DeepSpeed's CPU Adam)")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
         log = self.logging
@@ -237,13 +261,7 @@ class JobConfig:
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
-        if self.model.preset == "toy" and self.model.num_queries > TOY_MAX_QUERIES:
-            raise ConfigError(f"model.num_queries: got {self.model.num_queries}, expected at most {TOY_MAX_QUERIES} "
-                              "for preset 'toy' (the toy teacher's CLIP context)")
-        if self.model.preset == "paper":
-            for key in ("florence", "stable_diffusion") + (("llm",) if self.stage == 2 else ()):
-                if getattr(self.model, key) is None:
-                    raise ConfigError(f"model.{key}: required for preset 'paper' (a local path or hub id)")
+        preset.validate(self)  # what this preset needs of a job (e.g. paper: the model paths)
         return self
 
     @property
@@ -268,6 +286,8 @@ class JobConfig:
             d.pop(k, None)
         for k in SPEED_ONLY_KEYS:  # how the maths runs, not what it is: a resume may change them
             d["model"].pop(k, None)
+        for k in OPTIM_SPEED_ONLY_KEYS:
+            d["optim"].pop(k, None)
         if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
             d["model"].pop("frozen_dtype")
         return d
@@ -276,11 +296,11 @@ class JobConfig:
         return hashlib.sha256(json.dumps(self.numerics(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-TOY_MAX_QUERIES = 16  # the toy teacher's CLIP positions (toyworld.tokens.MAX_TEXT_TOKENS; tests hold them equal)
 _CALLBACK_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Model keys that change speed and memory only (up to floating-point rounding order).
-SPEED_ONLY_KEYS = ("attention", "gradient_checkpointing", "channels_last", "compile")
+SPEED_ONLY_KEYS = ("attention", "gradient_checkpointing", "channels_last", "compile", "cuda_graphs", "tower_input")
+OPTIM_SPEED_ONLY_KEYS = ("fused",)  # the same AdamW update, one kernel instead of a loop
 
 
 def _redact(d: Any) -> Any:

@@ -36,9 +36,9 @@ def test_paper_stage1_on_l40s_from_a_given_throughput(tmp_path):
 def test_measured_figures_per_gpu_come_from_bench_steps_rows(tmp_path):
     from vlv_ray.cost import model
 
-    def step(device, sps, **kw):
+    def step(device, sps, **kw):  # at the job's batch size (jobs/stage1-paper.yaml: 64)
         return {"bench": "step", "stage": 1, "preset": "paper", "config": "ours", "device": device,
-                "batch_size": 32, "resolution": 384, "samples_per_s_per_gpu": sps, "date": "2026-11-26", **kw}
+                "batch_size": 64, "resolution": 384, "samples_per_s_per_gpu": sps, "date": "2026-11-26", **kw}
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"results": [
         step("NVIDIA H200", 50.0, batch_size=16, date="2026-12-01"),  # newer, but not the job's batch size

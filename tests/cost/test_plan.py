@@ -53,8 +53,12 @@ def test_a_quote_is_the_stated_model_worked_by_hand():
     assert model.quote(calm, p, "spot", cat, measured()).wall_hours == pytest.approx(wall)
 
 
+# Stage 1 at the batch the H200 rows were measured at (the job itself now runs 64 x 1).
+AT_32 = ["data.batch_size=32", "deepspeed.grad_accum_steps=2"]
+
+
 def test_an_unmeasured_gpu_is_estimated_from_peak_and_bandwidth_and_labelled():
-    cfg = load_job(STAGE1, [])
+    cfg = load_job(STAGE1, AT_32)
     l40s = price("g6e.xlarge", "L40S", 1, 1.861, 0.9, mem=44.7)
     q = model.quote(cfg, l40s, "spot", Catalog([l40s]), measured())
     a, t = hardware.GPUS["H200"], hardware.GPUS["L40S"]
@@ -78,7 +82,7 @@ def test_end_to_end_train_rows_come_before_bare_step_rows(tmp_path):
 
 
 def test_memory_fits_as_is_with_recompute_or_not_at_all():
-    cfg = load_job(STAGE1, [])
+    cfg = load_job(STAGE1, AT_32)
     assert model.fit(cfg, 44.7, measured()) == ([], 1.0)  # L40S: 29.7 GiB at batch 32
     settings, factor = model.fit(cfg, 22.4, measured())  # L4: only with recompute, and slower
     assert settings == ["model.gradient_checkpointing=[unet]"] and factor < 1

@@ -237,7 +237,7 @@ def test_shards_close_at_the_byte_target_by_default(tmp_path):
     assert len(m["shards"]) >= 3 and m["rows"] == 12
     # Every shard but the last stops at the first row that reaches the target.
     assert all(s["rows"] <= 5 for s in m["shards"])
-    with pytest.raises(shards.DataError, match="--shard-mb: got 0, expected at least 1"):
+    with pytest.raises(shards.DataError, match="shard_bytes: got 0, expected at least 1"):
         shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), shard_bytes=0)
 
 
@@ -374,5 +374,5 @@ def test_max_short_side_reencodes_large_images_once_and_records_the_original_siz
         assert np.abs(a - b).mean() < 25
     assert rows["small"]["image"] == small.read_bytes()  # already small enough: the original bytes
     assert m["max_short_side"] == 48 and "re-encoded to it" in shards.format_inspect(shards.inspect(str(tmp_path / "ds")))
-    with pytest.raises(shards.DataError, match="--max-short-side: got 4, expected at least 8"):
+    with pytest.raises(shards.DataError, match="max_short_side: got 4, expected at least 8"):
         shards.prepare(str(tmp_path / "img"), str(tmp_path / "x"), max_short_side=4)

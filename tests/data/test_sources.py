@@ -118,7 +118,7 @@ def test_parquet_with_hf_image_structs_and_default_keys(tmp_path):
 @pytest.mark.parametrize("kw, message", [
     ({}, r"train\.parquet: no an image column \(image, jpg, png, bytes, img\); its columns: picture"),
     ({"image_column": "img"}, r"no column 'img'; its columns: picture"),
-    ({"image_column": "picture", "key_column": "id"}, r"no column 'id' \(--key-column\)"),
+    ({"image_column": "picture", "key_column": "id"}, r"no column 'id' \(key_column=id\)"),
 ])
 def test_parquet_missing_columns_are_one_line(tmp_path, kw, message):
     pq.write_table(pa.table({"picture": [b"x"]}), tmp_path / "train.parquet")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vlv_ray.config import load_job
-from vlv_ray.models.presets import (DECODER_PARTS, ENCODER_PARTS, build_stage1, count_parts, paper_configs_for,
-                                    param_counts)
+from vlv_ray.models.params import DECODER_PARTS, ENCODER_PARTS, count_parts, param_counts
+from vlv_ray.models.presets import build_stage1, paper_configs_for
 
 from helpers import JOBS, REPO
 

@@ -51,10 +51,12 @@ def test_frozen_dtype_follows_precision_unless_set():
     assert speed.frozen_dtype(job(frozen_dtype="fp32").model, "bf16") == torch.float32
 
 
-def _loss_and_grads(cfg_model, dtype=torch.float32):
-    """One stage-1 loss (cached-latent path) and the encoder's gradients, through the job's loss code."""
-    encoder, decoder = build_stage1("tiny", resolution=32, seed=0)
+def _loss_and_grads(cfg_model, dtype=torch.float32, *, tower_px=32, encoder_dtype=torch.float32):
+    """One stage-1 loss (cached-latent path) and the encoder's gradients, through the job's
+    loss code; 32 px images, which the encoder resizes to `tower_px` for its vision tower."""
+    encoder, decoder = build_stage1("tiny", resolution=tower_px, seed=0)
     decoder = decoder.to(dtype)
+    encoder.to(encoder_dtype)
     speed.apply(cfg_model, speed.stage1_modules(encoder, decoder))
     encoder.train()
     g = torch.Generator().manual_seed(1)

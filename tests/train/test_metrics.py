@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from vlv_ray.config import from_dict
+from vlv_ray.paths import RunPaths
 from vlv_ray.train.metrics import MetricsLogger, wandb_run_id
 
 SECRET = "not-a-real-key-42d1e0"
@@ -30,8 +31,8 @@ def test_offline_run_on_rank0_only_and_secret_free(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     cfg = job(tmp_path)
     assert cfg.logging.wandb == "offline"
-    assert MetricsLogger(cfg, rank=1).run is None
-    logger = MetricsLogger(cfg, rank=0)
+    assert MetricsLogger(cfg, RunPaths.of(cfg), rank=1).run is None
+    logger = MetricsLogger(cfg, RunPaths.of(cfg), rank=0)
     try:
         assert logger.run is not None and logger.run.id == wandb_run_id(cfg.name)
         assert logger.run.settings.mode == "offline"
@@ -46,14 +47,14 @@ def test_offline_run_on_rank0_only_and_secret_free(tmp_path, monkeypatch):
 
 def test_disabled_makes_no_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert MetricsLogger(job(tmp_path, wandb="disabled"), rank=0).run is None
+    assert MetricsLogger(job(tmp_path, wandb="disabled"), RunPaths(str(tmp_path)), rank=0).run is None
 
 
 def test_logs_on_the_interval_the_first_step_of_a_run_and_the_last_on_rank0_only(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = from_dict({**job(tmp_path, wandb="disabled", every_steps=4).to_dict(redact=False), "max_steps": 10})
     for rank in (0, 1):
-        logger = MetricsLogger(cfg, rank=rank, first_step=2)  # resumed at step 2
+        logger = MetricsLogger(cfg, RunPaths.of(cfg), rank=rank, first_step=2)  # resumed at step 2
         for step in range(3, 11):
             logger.log_step(metrics(step))
     lines = capsys.readouterr().out.splitlines()

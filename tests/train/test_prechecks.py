@@ -32,7 +32,7 @@ def one_line(r, code, *needles):
     errors = [line for line in r.stderr.splitlines() if line.startswith("vlv-ray: error: ")]
     # Ray streams the workers' own output above it; nothing after it, and no traceback of ours.
     assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr[-3000:]
-    assert "vlv_ray/cli.py" not in r.stderr, r.stderr[-3000:]
+    assert "vlv_ray/cli" not in r.stderr, r.stderr[-3000:]
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]

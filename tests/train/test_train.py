@@ -17,7 +17,7 @@ def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeyp
     import torch.distributed as dist
 
     from vlv_ray.train.engine import deepspeed_config
-    from vlv_ray.train.stages import build_stage
+    from vlv_ray.train.loop import build_stage
 
     cfg = tiny_job(tiny_dataset, tmp_path, "scaling.num_workers=1")
     for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",

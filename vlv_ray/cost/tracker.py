@@ -18,6 +18,7 @@ from vlv_ray.config import CostConfig, JobConfig
 from vlv_ray.cost import catalog
 from vlv_ray.cost.ledger import Ledger, ledger_uri
 from vlv_ray.cost.meter import NodeMeter
+from vlv_ray.paths import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,18 @@ class CostTracker:
 
 
 @contextlib.contextmanager
-def track(cfg: JobConfig, run_uri: str) -> Iterator[Any]:
+def track(cfg: JobConfig, paths: RunPaths) -> Iterator[Any]:
     """Meter the cluster for the duration of the block; print the run's total at the end."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    kw = {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
+    run_uri = paths.run
     here = ray.get_runtime_context().get_node_id()
     _pin_ray_data_stats_actor()
     actor = ray.remote(CostTracker).options(
         name=actor_name(cfg.name), num_cpus=0, max_concurrency=4, max_restarts=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-    ).remote(run_uri, cfg.name, cfg.stage, vars(cfg.cost), kw)
+    ).remote(run_uri, cfg.name, cfg.stage, vars(cfg.cost), paths.storage)
     ray.get(actor.spent.remote())  # constructed: the ledger is loaded and the first poll taken
     try:
         yield actor

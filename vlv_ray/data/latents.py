@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from vlv_ray import storage
 from vlv_ray.config import TORCH_DTYPES
 from vlv_ray.data import order, shards
+from vlv_ray.data.manifest import shard_paths
 
 LATENT_SCHEMA = pa.schema([("key", pa.string()), ("latent", pa.binary())])
 DTYPES = {k: TORCH_DTYPES[k] for k in ("bf16", "fp16")}  # half precision only: the cache halves reads
@@ -122,14 +123,12 @@ def build(uri: str, model: str, *, resolution: int, dtype: str = "bf16", batch_s
     from diffusers import AutoencoderKL
 
     if dtype not in DTYPES:
-        raise shards.DataError(f"--dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
+        raise shards.DataError(f"dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
     try:
         digest = vae_digest(AutoencoderKL.from_pretrained(model, subfolder="vae"))
     except (OSError, ValueError) as e:
         raise shards.DataError(f"{model}: not a Stable Diffusion directory with a vae/ folder ({e})") from None
-    manifest = shards.load_manifest(uri, **kw)
-    fs, _ = storage.resolve(uri, **kw)
-    paths = [storage.resolve(u, **kw)[1] for u in shards.shard_uris(uri, manifest)]
+    fs, paths, manifest = shard_paths(uri, **kw)
     blocks = order.blocks_from_manifest(manifest)
     gpus = int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else torch.cuda.device_count()
     pool = actors or max(1, gpus)

@@ -86,6 +86,18 @@ def shard_uris(uri: str, manifest: Manifest) -> list[str]:
     return [storage.join(uri, s["path"]) for s in manifest["shards"]]
 
 
+def shard_paths(uri: str, *, endpoint_url: str | None = None, region: str | None = None):
+    """(filesystem, [paths within it], manifest): the shards the manifest at `uri` lists, and only
+    those, as Ray Data and pyarrow read them. The one resolver: training and the latent cache."""
+    kw = {"endpoint_url": endpoint_url, "region": region}
+    manifest = load_manifest(uri, **kw)
+    fs, _ = storage.resolve(uri, **kw)
+    paths = [storage.resolve(u, **kw)[1] for u in shard_uris(uri, manifest)]
+    if not paths:
+        raise DataError(f"{uri}/manifest.json: lists no shards")
+    return fs, paths, manifest
+
+
 def shard_problems(uri: str, manifest: Manifest, **kw) -> list[dict[str, str]]:
     """Every shard whose bytes, rows or row groups no longer match its record."""
     problems = []

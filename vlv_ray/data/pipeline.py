@@ -17,22 +17,12 @@ import numpy as np
 
 from vlv_ray import storage
 from vlv_ray.data import shards
+from vlv_ray.data.manifest import shard_paths  # noqa: F401 (this module's API: training resolves shards here)
 
 if TYPE_CHECKING:
     from vlv_ray.config import JobConfig
 
 log = logging.getLogger(__name__)
-
-
-def shard_paths(data_uri: str, *, endpoint_url: str | None = None, region: str | None = None):
-    """(filesystem, [paths within it]) of the shards the manifest lists, and only those."""
-    kw = {"endpoint_url": endpoint_url, "region": region}
-    manifest = shards.load_manifest(data_uri, **kw)
-    fs, _ = storage.resolve(data_uri, **kw)
-    paths = [storage.resolve(u, **kw)[1] for u in shards.shard_uris(data_uri, manifest)]
-    if not paths:
-        raise shards.DataError(f"{data_uri}/manifest.json: lists no shards")
-    return fs, paths, manifest
 
 
 def decode_images(batch: dict[str, np.ndarray], resolution: int, rejects_uri: str | None = None,

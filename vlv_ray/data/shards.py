@@ -84,13 +84,8 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
     whichever comes first. A caption from `captions` (JSONL/CSV, by key) wins over one the
     source carries. `max_short_side` re-encodes larger images once (`images.py`).
     """
-    for flag, value, low in (("--shard-rows", shard_rows, 1), ("--row-group-rows", row_group_rows, 1),
-                             ("--min-side", min_side, 0), ("--shard-mb", shard_bytes, 1),
-                             ("--max-short-side", max_short_side, 8)):
-        if value is not None and value < low:
-            raise DataError(f"{flag}: got {value}, expected at least {low}")
-    if max_aspect is not None and max_aspect < 1:
-        raise DataError(f"--max-aspect: got {max_aspect}, expected at least 1")
+    _check_options(shard_rows=shard_rows, row_group_rows=row_group_rows, min_side=min_side, shard_bytes=shard_bytes,
+                   max_short_side=max_short_side, max_aspect=max_aspect)
     storage.check_writable(dest, **kw)  # before any image is read, not after all of them
     try:
         source = sources.open_source(src, image_column=image_column, key_column=key_column,
@@ -116,93 +111,145 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
     existing = _existing_manifest(dest, kw)
     if existing is not None and existing.get("src") != src_id and not overwrite:
         raise DataError(f"{dest}: holds a dataset prepared from {existing.get('src', 'another source')}, "
-                        f"not {src_id}; pass --overwrite to replace it")
+                        f"not {src_id}; pass overwrite=True to replace it")
     if existing is not None and existing.get("inputs_sha256") == inputs:
-        problems = shard_problems(dest, existing, **kw)
-        if not problems:
-            say(f"{dest}: up to date ({existing['rows']} rows, every shard's sha256 checked)")
+        if _intact(dest, existing, say, kw):
             return existing
-        say(f"{dest}: {problems[0]['path']}: {problems[0]['problem']}; rebuilding")
         existing = None  # damaged: nothing of it worth keeping
-    # Names the existing dataset uses stay untouched until the new manifest replaces it.
-    keep = set() if existing is None else {s["path"] for s in existing["shards"]} | set(existing.get("rejects", []))
     removed = storage.remove_temp_files(dest, **kw) + storage.remove_temp_files(storage.join(dest, REJECTS_DIR), **kw)
     if removed:
         say(f"removed {removed} temporary files left by an interrupted run")
 
-    def name_for(index: int, stem: str = "shard", ext: str = "parquet") -> str:
-        name = f"{stem}-{index:05d}.{ext}"
-        return name if name not in keep and f"{REJECTS_DIR}/{name}" not in keep else f"{stem}-{index:05d}-{inputs[:8]}.{ext}"
-
-    state = _resume_state(dest, inputs, kw)
-    shards: list[ShardRecord] = state["shards"]
-    reject_files: list[str] = state.get("rejects", [])
-    rejected: dict[str, int] = dict(state["rejected"])
-    captioned, start = state["captioned"], state["next_item"]
-    total = source.total
-    if start:
-        say(f"resuming: {len(shards)} complete shards, from item {start}" + (f"/{total}" if total else ""))
-
+    writer = ShardWriter(dest, inputs, existing=existing, shard_rows=shard_rows, shard_bytes=shard_bytes,
+                         row_group_rows=row_group_rows, total=source.total, say=say, storage_kw=kw)
     seen_keys: set[str] = set()
-    rows: list[dict] = []
-    pending_rejects: list[dict[str, str]] = []  # since the last shard closed
-    size, t0, i = 0, time.time(), -1
-
-    def flush_rejects() -> None:
-        nonlocal pending_rejects
-        if pending_rejects:
-            name = f"{REJECTS_DIR}/{name_for(len(shards), 'rejects', 'jsonl')}"
-            storage.write_bytes_atomic(storage.join(dest, name), "".join(
-                json.dumps(r, ensure_ascii=False) + "\n" for r in pending_rejects).encode(), **kw)
-            reject_files.append(name)
-            pending_rejects = []
-
-    def close_shard(next_item: int) -> None:
-        nonlocal rows, size
-        flush_rejects()
-        shards.append(_write_shard(dest, len(shards), rows, kw, row_group_rows, name_for(len(shards))))
-        rows, size = [], 0
-        storage.write_json_atomic(storage.join(dest, PROGRESS), {
-            "inputs_sha256": inputs, "shards": shards, "rejected": rejected, "rejects": reject_files,
-            "captioned": captioned, "next_item": next_item}, **kw)
-        rate = (next_item - start) / max(time.time() - t0, 1e-6)
-        eta = f", ETA {(total - next_item) / rate:.0f}s" if total else ""
-        say(f"shard {len(shards) - 1}: {shards[-1]['rows']} rows, {next_item}" + (f"/{total}" if total else "")
-            + f" items, {rate:.0f} img/s{eta}")
-
+    i = -1
     for i, item in _items(source):
-        if i < start:  # written before a crash: only its key matters (duplicates)
+        if i < writer.start:  # written before a crash: only its key matters (duplicates)
             seen_keys.add(item.key)
             continue
         row = "duplicate_key" if item.key in seen_keys else _row(item, min_side, max_aspect, max_short_side, caption_of)
         seen_keys.add(item.key)  # a.jpg and a.png: the first in order wins, whatever becomes of it
         if isinstance(row, str):
-            rejected[row] = rejected.get(row, 0) + 1
-            pending_rejects.append({"key": item.key, "source": item.source, "reason": row})
+            writer.reject(item, row)
         else:
-            rows.append(row)
-            size += len(row["image"])
-            captioned += row["caption"] is not None
-        if rows and ((shard_rows is not None and len(rows) >= shard_rows) or size >= shard_bytes):
-            close_shard(i + 1)
-    if rows:
-        close_shard(i + 1)
-    flush_rejects()
-    if not shards:
-        where = f"; keys and reasons in {storage.join(dest, reject_files[-1])}" if reject_files else ""
+            writer.add(row, next_item=i + 1)
+    writer.close(next_item=i + 1)
+    if not writer.shards:
+        where = f"; keys and reasons in {storage.join(dest, writer.reject_files[-1])}" if writer.reject_files else ""
         kept = f"; {dest} is unchanged" if existing is not None else ""
-        raise DataError(f"{src}: every image was rejected ({fmt_counts(rejected)}){where}{kept}")
-    manifest: Manifest = {
-        "schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": shards,
-        "rows": sum(s["rows"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
-        "filters": filters, "rejected": rejected, "rejects": reject_files, "captioned": captioned,
-        "captions_from": f"--captions {captions}" if captions else source.captions_from,
-        "inputs_sha256": inputs, "source": source.kind, "src": src_id, "max_short_side": max_short_side,
-    }
+        raise DataError(f"{src}: every image was rejected ({fmt_counts(writer.rejected)}){where}{kept}")
+    manifest = writer.manifest(filters=filters, source=source.kind, src=src_id, max_short_side=max_short_side,
+                               captions_from=f"--captions {captions}" if captions else source.captions_from)
     storage.write_json_atomic(storage.join(dest, MANIFEST), manifest, **kw)
     storage.delete(storage.join(dest, PROGRESS), **kw)
     _remove_unlisted(dest, manifest, kw)
     return manifest
+
+
+def _intact(dest: str, existing: Manifest, say, kw: dict) -> bool:
+    """The dataset already prepared from the same inputs: every shard still as recorded?"""
+    problems = shard_problems(dest, existing, **kw)
+    if problems:
+        say(f"{dest}: {problems[0]['path']}: {problems[0]['problem']}; rebuilding")
+        return False
+    say(f"{dest}: up to date ({existing['rows']} rows, every shard's sha256 checked)")
+    return True
+
+
+def _check_options(*, max_aspect: float | None, **at_least) -> None:
+    """Each option in its own name: `shard_rows: got 0, expected at least 1`."""
+    lows = {"shard_rows": 1, "row_group_rows": 1, "min_side": 0, "shard_bytes": 1, "max_short_side": 8}
+    for name, value in at_least.items():
+        if value is not None and value < lows[name]:
+            raise DataError(f"{name}: got {value}, expected at least {lows[name]}")
+    if max_aspect is not None and max_aspect < 1:
+        raise DataError(f"max_aspect: got {max_aspect}, expected at least 1")
+
+
+class ShardWriter:
+    """Accepted rows → verified parquet shards in `dest`; rejected items → `rejects/*.jsonl`.
+
+    After every shard, `_progress.json` records what is complete, so a re-run with the same
+    `inputs` picks up from the next source item (`start`). Names the `existing` dataset uses
+    are never reused: it survives until the new manifest replaces it.
+    """
+
+    def __init__(self, dest: str, inputs: str, *, existing: Manifest | None, shard_rows: int | None,
+                 shard_bytes: int, row_group_rows: int, total: int | None = None, say=None,
+                 storage_kw: dict | None = None):
+        self.dest, self.inputs, self.kw = dest, inputs, storage_kw or {}
+        self.shard_rows, self.shard_bytes, self.row_group_rows = shard_rows, shard_bytes, row_group_rows
+        self.total, self.say = total, say or (lambda msg: None)
+        self.keep = set() if existing is None else {s["path"] for s in existing["shards"]} | set(existing.get("rejects", []))
+        state = _resume_state(dest, inputs, self.kw)
+        self.shards: list[ShardRecord] = state["shards"]
+        self.reject_files: list[str] = state.get("rejects", [])
+        self.rejected: dict[str, int] = dict(state["rejected"])
+        self.captioned, self.start = state["captioned"], state["next_item"]
+        self.rows: list[dict] = []
+        self.size = 0  # image bytes in `rows`
+        self.pending_rejects: list[dict[str, str]] = []  # since the last shard closed
+        self.t0 = time.time()
+        if self.start:
+            self.say(f"resuming: {len(self.shards)} complete shards, from item {self.start}"
+                     + (f"/{total}" if total else ""))
+
+    def add(self, row: dict[str, Any], *, next_item: int) -> None:
+        """One accepted row; the shard closes once full (`next_item`: where a re-run would go on)."""
+        self.rows.append(row)
+        self.size += len(row["image"])
+        self.captioned += row["caption"] is not None
+        if (self.shard_rows is not None and len(self.rows) >= self.shard_rows) or self.size >= self.shard_bytes:
+            self.flush(next_item=next_item)
+
+    def reject(self, item: sources.Item, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.pending_rejects.append({"key": item.key, "source": item.source, "reason": reason})
+
+    def flush(self, *, next_item: int) -> None:
+        """Close the open shard, if it has rows: its rejects, the shard (verified), the progress record."""
+        if not self.rows:
+            return
+        self._flush_rejects()
+        index = len(self.shards)
+        self.shards.append(_write_shard(self.dest, index, self.rows, self.kw, self.row_group_rows, self._name(index)))
+        self.rows, self.size = [], 0
+        storage.write_json_atomic(storage.join(self.dest, PROGRESS), {
+            "inputs_sha256": self.inputs, "shards": self.shards, "rejected": self.rejected,
+            "rejects": self.reject_files, "captioned": self.captioned, "next_item": next_item}, **self.kw)
+        rate = (next_item - self.start) / max(time.time() - self.t0, 1e-6)
+        total = self.total
+        eta = f", ETA {(total - next_item) / rate:.0f}s" if total else ""
+        self.say(f"shard {index}: {self.shards[-1]['rows']} rows, {next_item}" + (f"/{total}" if total else "")
+                 + f" items, {rate:.0f} img/s{eta}")
+
+    def close(self, *, next_item: int) -> None:
+        """The last shard and any rejects after it."""
+        self.flush(next_item=next_item)
+        self._flush_rejects()
+
+    def manifest(self, *, filters: dict, captions_from: str | None, source: str, src: str,
+                 max_short_side: int | None) -> Manifest:
+        """The manifest of what was written (the caller's facts about the source beside it)."""
+        return {"schema_version": SCHEMA_VERSION, "created_by": "vlv-ray", "shards": self.shards,
+                "rows": sum(s["rows"] for s in self.shards), "bytes": sum(s["bytes"] for s in self.shards),
+                "filters": filters, "rejected": self.rejected, "rejects": self.reject_files,
+                "captioned": self.captioned, "captions_from": captions_from, "inputs_sha256": self.inputs,
+                "source": source, "src": src, "max_short_side": max_short_side}
+
+    def _flush_rejects(self) -> None:
+        if self.pending_rejects:
+            name = f"{REJECTS_DIR}/{self._name(len(self.shards), 'rejects', 'jsonl')}"
+            storage.write_bytes_atomic(storage.join(self.dest, name), "".join(
+                json.dumps(r, ensure_ascii=False) + "\n" for r in self.pending_rejects).encode(), **self.kw)
+            self.reject_files.append(name)
+            self.pending_rejects = []
+
+    def _name(self, index: int, stem: str = "shard", ext: str = "parquet") -> str:
+        name = f"{stem}-{index:05d}.{ext}"
+        taken = name in self.keep or f"{REJECTS_DIR}/{name}" in self.keep
+        return f"{stem}-{index:05d}-{self.inputs[:8]}.{ext}" if taken else name
 
 
 def _items(source: sources.Source) -> Iterator[tuple[int, sources.Item]]:

@@ -209,10 +209,10 @@ def _parquet_source(files: list[str], image_column: str | None, key_column: str 
         image = image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
         if image is None or image not in names:
             wanted = f"column {image_column!r}" if image_column else f"an image column ({', '.join(IMAGE_COLUMNS)})"
-            raise SourceError(f"{f}: no {wanted}; its columns: {', '.join(names)} (set --image-column)")
-        for opt, col in (("--key-column", key_column), ("--caption-column", caption_column)):
+            raise SourceError(f"{f}: no {wanted}; its columns: {', '.join(names)} (set image_column=NAME)")
+        for opt, col in (("key_column", key_column), ("caption_column", caption_column)):
             if col is not None and col not in names:
-                raise SourceError(f"{f}: no column {col!r} ({opt}); its columns: {', '.join(names)}")
+                raise SourceError(f"{f}: no column {col!r} ({opt}={col}); its columns: {', '.join(names)}")
         key = key_column or ("key" if "key" in names else None)
         caption = caption_column or next((c for c in CAPTION_COLUMNS if c in names), None)
         plans.append((f, path, image, key, caption))

@@ -5,6 +5,6 @@
 - `fid.py`: FID from running feature statistics (torchmetrics' FrechetInceptionDistance);
 - `clip.py`: CLIP text–image and image–image scores (torchmetrics' CLIPScore);
 - `job.py`: the Ray Data evaluation (held-out shards → actors that generate and extract →
-  statistics reduced on the driver) behind `vlv-ray eval recon|caption`;
-- `command.py`: that command's parser beside its handler.
+  statistics reduced on the driver) behind `vlv-ray eval recon|caption` (vlv_ray/cli/eval.py);
+- `during.py`: stage 1's reconstruction FID by images seen, inside the training loop.
 """

@@ -22,13 +22,6 @@ import torch
 
 from vlv_ray import storage
 
-EVAL_FILE = "eval.jsonl"
-
-
-def log_uri(cfg) -> str:
-    return storage.join(cfg.storage_path, cfg.name, EVAL_FILE)
-
-
 def recorded(uri: str, **kw) -> list[dict]:
     """The lines of an eval.jsonl (none when there is none yet)."""
     if not storage.exists(uri, **kw):
@@ -44,11 +37,11 @@ def due(points: list[int], seen_before: int, seen_now: int, done: set[int]) -> l
 class ImagesSeenEval:
     """Called by the loop after every step; does nothing unless a point was passed."""
 
-    def __init__(self, cfg, rank: int, world: int):
+    def __init__(self, cfg, paths, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.points = sorted(cfg.logging.eval_every_images)
-        self.kw = cfg.storage.options
-        self.uri = log_uri(cfg)
+        self.kw = paths.storage
+        self.uri = paths.eval_log
         self.done = {int(r["images_seen"]) for r in recorded(self.uri, **self.kw)} if self.points else set()
         self._images = None  # this rank's share of the held-out images, read once
 

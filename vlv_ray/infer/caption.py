@@ -21,9 +21,9 @@ def caption(ckpt: str, items: list[str], *, out: str | None = None, beams: int =
             batch_size: int = 8, progress: bool = True, **kw) -> list[dict]:
     """Caption every image; write JSONL records {"image", "caption"} to `out` when given."""
     if beams < 1:
-        raise ValueError(f"--beams: got {beams}, expected at least 1")
+        raise ValueError(f"beams: got {beams}, expected at least 1")
     if max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens: got {max_new_tokens}, expected at least 1")
+        raise ValueError(f"max_new_tokens: got {max_new_tokens}, expected at least 1")
     ckpt = export.resolve_any(ckpt, **kw)  # cheap checks first, then the model
     uris = image_inputs.expand(items, **kw)
     if out:

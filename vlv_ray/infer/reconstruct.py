@@ -25,7 +25,7 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
                 **kw) -> dict:
     """Write a grid (original | reconstruction, one row per image) to `out`; return a summary."""
     if steps < 1:
-        raise ValueError(f"--steps: got {steps}, expected at least 1")
+        raise ValueError(f"steps: got {steps}, expected at least 1")
     ckpt = export.resolve(ckpt, **kw)  # cheap checks first, then the model
     uris = image_inputs.expand(items, **kw)
     storage.probe_writable(out, **kw)  # a read-only --out fails now, not after the sampling

@@ -41,20 +41,15 @@ class CaptionModel(nn.Module):
         return self.captioner.generate(self.prefix(images), **generate_kw)
 
 
-def build_caption_model(cfg_model, encoder, text_encoder, *, seed: int = 0) -> CaptionModel:
-    """The captioner for a preset on top of a stage-1 encoder: tiny (seeded) or the job's LLM.
+def build_caption_model(cfg_model, encoder, text_encoder, *, seed: int = 0, empty: bool = False,
+                        device: str = "meta") -> CaptionModel:
+    """The captioner of `cfg_model.preset` (see `presets.build_captioner`) on top of a stage-1 encoder.
 
     `cfg_model` needs `preset`, `llm` and `train_encoder` (a `ModelConfig` or an export's meta).
+    `empty`: from configs alone, on `device` (see `presets.build_stage1`).
     """
-    from vlv_ray.models import captioner as cap
+    from vlv_ray.models.presets import build_captioner
 
-    prefix_dim = text_encoder.config.hidden_size
-    if cfg_model.preset == "tiny":
-        captioner = cap.tiny_captioner(prefix_dim=prefix_dim, seed=seed)
-    elif cfg_model.preset == "toy":  # the miniature world's LM (vlv_ray/toyworld)
-        from vlv_ray.toyworld.models import toy_captioner
-
-        captioner = toy_captioner(prefix_dim=prefix_dim, seed=seed)
-    else:
-        captioner = cap.Captioner.from_llm(cfg_model.llm, prefix_dim=prefix_dim)
+    captioner = build_captioner(cfg_model, prefix_dim=text_encoder.config.hidden_size, seed=seed, empty=empty,
+                                device=device)
     return CaptionModel(encoder, text_encoder, captioner, train_encoder=cfg_model.train_encoder)

@@ -1,7 +1,10 @@
-"""Model presets: `paper` (real weights from a path or hub id) and `tiny` (same classes,
-tiny configs, random weights: tests and the demo).
+"""Model presets: `tiny` (same classes as the paper, tiny configs, random weights: tests and
+benches) and `paper` (real weights from a path or hub id), registered in the preset registry
+(`vlv_ray/registry.py`) like any package's (the miniature world's `toy`:
+`vlv_ray/toyworld/presets.py`); `build_stage1` and `build_captioner` build a job's models
+through it, whatever package registered them.
 
-Either preset also builds from configs alone on the meta device (`build_stage1(...,
+Every preset also builds from configs alone on the meta device (`build_stage1(...,
 empty=True)`, `param_counts`): the paper models' published configs are written out in
 `paper_configs`, so sizes and trainable counts need no weights and no hub access.
 
@@ -9,22 +12,39 @@ Tiny keeps SD 2.1-base's structure where it matters to the method: CLIP text wit
 77 positions, a UNet whose cross-attention width is the CLIP width, linear projections in
 its transformer blocks, a 4-channel VAE at 1/8 resolution with scaling factor 0.18215,
 and an epsilon-prediction DDPM schedule with SD's scaled-linear betas.
+
+Nothing heavy is imported at module level: `config check` validates a job's preset
+through the registry, which imports this module, and stays fast.
 """
 from __future__ import annotations
 
-import torch
+from vlv_ray.registry import ModelBuildError, Preset, get_preset, preset_names, register_preset  # noqa: F401 (API)
+from vlv_ray.typed import ConfigError
 
-from vlv_ray.models.decoder import FrozenDiffusion
-from vlv_ray.models.encoder import MORE_DETAILED_CAPTION, VLVEncoder
-
-PRESETS = ("tiny", "paper", "toy")
 PAPER_FLORENCE_IMAGE_SIZE = 768  # Florence-2's processor input size
 TINY_IMAGE_TOKEN_ID = 63
 TINY_PROMPT_IDS = [0, 10, 11, 12, 13, 2]  # <s> four prompt tokens </s>; no tokenizer needed
 
 
-class ModelBuildError(ValueError):
-    pass
+def build_stage1(preset: str, *, num_queries: int = 77, resolution: int, florence_path: str | None = None,
+                 sd_path: str | None = None, train_vision_tower: bool = False,
+                 seed: int = 0, empty: bool = False, device: str = "meta") -> tuple:
+    """(trainable encoder, frozen decoder) of `preset`. Tiny and toy weights are a pure function of `seed`.
+
+    `empty=True`: the same modules built from configs alone (no weights read, no
+    download) on `device`: the meta device (nothing allocated: shapes and parameter
+    counts only), or a real one, randomly initialised (the step benchmark at paper sizes).
+    """
+    return get_preset(preset).build_stage1(num_queries=num_queries, resolution=resolution,
+                                           florence_path=florence_path, sd_path=sd_path,
+                                           train_vision_tower=train_vision_tower, seed=seed, empty=empty,
+                                           device=device)
+
+
+def build_captioner(cfg_model, *, prefix_dim: int, seed: int = 0, empty: bool = False, device: str = "meta"):
+    """Stage 2's caption decoder for `cfg_model.preset` (a `ModelConfig` or an export's meta)."""
+    return get_preset(cfg_model.preset).build_captioner(cfg_model, prefix_dim=prefix_dim, seed=seed, empty=empty,
+                                                        device=device)
 
 
 def tiny_florence2_config():
@@ -78,59 +98,115 @@ def sd_scheduler(prediction_type: str = "epsilon"):
                          beta_end=0.012, prediction_type=prediction_type, clip_sample=False)
 
 
-def build_tiny_diffusion(resolution: int) -> FrozenDiffusion:
+def build_tiny_diffusion(resolution: int):
     from transformers import CLIPTextModel
+
+    from vlv_ray.models.decoder import FrozenDiffusion
 
     text = CLIPTextModel(tiny_clip_text_config())
     return FrozenDiffusion(tiny_vae(resolution), text, tiny_unet(text.config.hidden_size, resolution // 8),
                            sd_scheduler())
 
 
-def build_stage1(preset: str, *, num_queries: int = 77, resolution: int, florence_path: str | None = None,
-                 sd_path: str | None = None, train_vision_tower: bool = False,
-                 seed: int = 0, empty: bool = False, device: str = "meta") -> tuple[VLVEncoder, FrozenDiffusion]:
-    """(trainable encoder, frozen decoder). Tiny weights are a pure function of `seed`.
+# ---------------------------------------------------------------------------- tiny
 
-    `empty=True`: the same modules built from configs alone (no weights read, no
-    download) on `device`: the meta device (nothing allocated: shapes and parameter
-    counts only), or a real one, randomly initialised (the step benchmark at paper sizes).
-    """
+
+def _tiny_stage1(*, num_queries: int, resolution: int, florence_path: str | None, sd_path: str | None,
+                 train_vision_tower: bool, seed: int, empty: bool, device: str):
+    import torch
     from transformers import Florence2ForConditionalGeneration
 
+    from vlv_ray.models.encoder import VLVEncoder
+
+    if empty:  # the same seeded build, on `device`
+        with torch.device(device):
+            return _tiny_stage1(num_queries=num_queries, resolution=resolution, florence_path=None, sd_path=None,
+                                train_vision_tower=train_vision_tower, seed=seed, empty=False, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        florence = Florence2ForConditionalGeneration(tiny_florence2_config()).model
+        decoder = build_tiny_diffusion(resolution)
+        encoder = VLVEncoder(florence, TINY_PROMPT_IDS, image_size=resolution, num_queries=num_queries,
+                             out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
+    return encoder, decoder
+
+
+def _tiny_captioner(cfg_model, *, prefix_dim: int, seed: int, empty: bool, device: str):
+    import torch
+
+    from vlv_ray.models.captioner import tiny_captioner
+
     if empty:
-        return _build_stage1_empty(preset, num_queries=num_queries, resolution=resolution,
-                                   florence_path=florence_path, sd_path=sd_path,
-                                   train_vision_tower=train_vision_tower, seed=seed, device=device)
-    if preset == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            florence = Florence2ForConditionalGeneration(tiny_florence2_config()).model
-            decoder = build_tiny_diffusion(resolution)
-            encoder = VLVEncoder(florence, TINY_PROMPT_IDS, image_size=resolution, num_queries=num_queries,
-                                 out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
-        return encoder, decoder
-    if preset == "toy":  # the miniature world: the committed teacher + a small encoder (vlv_ray/toyworld)
-        from vlv_ray.toyworld import models as toy
+        with torch.device(device):
+            return tiny_captioner(prefix_dim=prefix_dim, seed=seed)
+    return tiny_captioner(prefix_dim=prefix_dim, seed=seed)
 
-        return toy.build_stage1(num_queries=num_queries, resolution=resolution, sd_path=sd_path,
-                                train_vision_tower=train_vision_tower, seed=seed)
-    if preset == "paper":
-        if florence_path is None:
-            raise ModelBuildError("model.florence: required for preset 'paper' (a local path or hub id)")
-        if sd_path is None:
-            raise ModelBuildError("model.stable_diffusion: required for preset 'paper' (a local path or hub id)")
-        from transformers import AutoTokenizer
 
-        decoder = FrozenDiffusion.from_pretrained(sd_path)
-        florence = Florence2ForConditionalGeneration.from_pretrained(florence_path).model
-        prompt_ids = AutoTokenizer.from_pretrained(florence_path)(MORE_DETAILED_CAPTION)["input_ids"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            encoder = VLVEncoder(florence, prompt_ids, image_size=PAPER_FLORENCE_IMAGE_SIZE,
-                                 num_queries=num_queries, out_dim=decoder.hidden_size,
-                                 train_vision_tower=train_vision_tower)
-        return encoder, decoder
-    raise ModelBuildError(f"model.preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
+register_preset("tiny", build_stage1=_tiny_stage1, build_captioner=_tiny_captioner,
+                describe=lambda cfg: {"all": "tiny preset (vlv_ray.models.presets)"})
+
+
+# ---------------------------------------------------------------------------- paper
+
+
+def _paper_validate(cfg) -> None:
+    for key in ("florence", "stable_diffusion") + (("llm",) if cfg.stage == 2 else ()):
+        if getattr(cfg.model, key) is None:
+            raise ConfigError(f"model.{key}: required for preset 'paper' (a local path or hub id)")
+
+
+def _paper_stage1(*, num_queries: int, resolution: int, florence_path: str | None, sd_path: str | None,
+                  train_vision_tower: bool, seed: int, empty: bool, device: str):
+    import torch
+    from transformers import AutoTokenizer, Florence2ForConditionalGeneration
+
+    from vlv_ray.models.decoder import FrozenDiffusion
+    from vlv_ray.models.encoder import MORE_DETAILED_CAPTION, VLVEncoder
+
+    if empty:
+        return _paper_stage1_empty(num_queries=num_queries, florence_path=florence_path, sd_path=sd_path,
+                                   train_vision_tower=train_vision_tower, device=device)
+    if florence_path is None:
+        raise ModelBuildError("model.florence: required for preset 'paper' (a local path or hub id)")
+    if sd_path is None:
+        raise ModelBuildError("model.stable_diffusion: required for preset 'paper' (a local path or hub id)")
+    decoder = FrozenDiffusion.from_pretrained(sd_path)
+    florence = Florence2ForConditionalGeneration.from_pretrained(florence_path).model
+    prompt_ids = AutoTokenizer.from_pretrained(florence_path)(MORE_DETAILED_CAPTION)["input_ids"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = VLVEncoder(florence, prompt_ids, image_size=PAPER_FLORENCE_IMAGE_SIZE,
+                             num_queries=num_queries, out_dim=decoder.hidden_size,
+                             train_vision_tower=train_vision_tower)
+    return encoder, decoder
+
+
+def _paper_captioner(cfg_model, *, prefix_dim: int, seed: int, empty: bool, device: str):
+    import torch
+
+    from vlv_ray.models.captioner import Captioner
+
+    if not empty:
+        return Captioner.from_llm(cfg_model.llm, prefix_dim=prefix_dim)
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    config = paper_configs_for(llm=cfg_model.llm)["llm"][0]
+    # No tokenizer offline: the config's token ids stand in (a meta model never tokenizes).
+    tokenizer = SimpleNamespace(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    with torch.device(device):
+        return Captioner(AutoModelForCausalLM.from_config(config), tokenizer, prefix_dim=prefix_dim)
+
+
+def _paper_describe(cfg) -> dict[str, str]:
+    m = cfg.model
+    srcs = paper_configs_for(m.florence, m.stable_diffusion, m.llm if cfg.stage == 2 else None)
+    return {k: v[1] for k, v in srcs.items() if cfg.stage == 2 or k != "llm"}
+
+
+register_preset("paper", build_stage1=_paper_stage1, build_captioner=_paper_captioner, describe=_paper_describe,
+                validate=_paper_validate)
 
 
 # ---------------------------------------------------------------------------- configs alone
@@ -195,20 +271,15 @@ def paper_configs_for(florence: str | None = None, stable_diffusion: str | None 
     }
 
 
-def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, florence_path: str | None,
-                        sd_path: str | None, train_vision_tower: bool, seed: int, device: str):
+def _paper_stage1_empty(*, num_queries: int, florence_path: str | None, sd_path: str | None,
+                        train_vision_tower: bool, device: str):
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, Florence2ForConditionalGeneration
 
-    if preset == "toy":  # small enough to build for real (the teacher's weights are in the package)
-        return build_stage1("toy", num_queries=num_queries, resolution=resolution, sd_path=sd_path,
-                            train_vision_tower=train_vision_tower, seed=seed)
-    if preset == "tiny":
-        with torch.device(device):
-            return build_stage1("tiny", num_queries=num_queries, resolution=resolution,
-                                train_vision_tower=train_vision_tower, seed=seed)
-    if preset != "paper":
-        raise ModelBuildError(f"model.preset: got {preset!r}, expected one of {', '.join(PRESETS)}")
+    from vlv_ray.models.decoder import FrozenDiffusion
+    from vlv_ray.models.encoder import VLVEncoder
+
     cfgs = paper_configs_for(florence_path, sd_path, None)
     florence_cfg, (vae, text, unet) = cfgs["florence"][0], cfgs["stable_diffusion"][0]
     scheduler = sd_scheduler()  # plain tensors, no parameters: built off the meta device
@@ -220,122 +291,3 @@ def _build_stage1_empty(preset: str, *, num_queries: int, resolution: int, flore
                              num_queries=num_queries, out_dim=decoder.hidden_size,
                              train_vision_tower=train_vision_tower)
     return encoder, decoder
-
-
-def build_caption_model_empty(cfg_model, encoder, text_encoder, *, seed: int = 0, device: str = "meta"):
-    """Stage 2's CaptionModel from configs alone, on `device` (see build_stage1)."""
-    from types import SimpleNamespace
-
-    from transformers import AutoModelForCausalLM
-
-    from vlv_ray.models.captioner import Captioner, tiny_captioner
-    from vlv_ray.models.caption_model import CaptionModel
-
-    prefix_dim = text_encoder.config.hidden_size
-    if cfg_model.preset == "tiny":
-        with torch.device(device):
-            captioner = tiny_captioner(prefix_dim=prefix_dim, seed=seed)
-    elif cfg_model.preset == "toy":
-        from vlv_ray.toyworld.models import toy_captioner
-
-        captioner = toy_captioner(prefix_dim=prefix_dim, seed=seed)
-    else:
-        config = paper_configs_for(llm=cfg_model.llm)["llm"][0]
-        # No tokenizer offline: the config's token ids stand in (a meta model never tokenizes).
-        tokenizer = SimpleNamespace(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
-        with torch.device(device):
-            captioner = Captioner(AutoModelForCausalLM.from_config(config), tokenizer, prefix_dim=prefix_dim)
-    return CaptionModel(encoder, text_encoder, captioner, train_encoder=cfg_model.train_encoder)
-
-
-# ---------------------------------------------------------------------------- parameter counts
-
-# (parameter-name prefix, module) in the order a table lists them. Parameters shared by
-# several modules count once, under the first name they have (the token embeddings are
-# shared by Florence's encoder, decoder and its tied lm_head; the lm_head itself is not
-# kept: VLVEncoder holds Florence2Model, which has none).
-ENCODER_PARTS = (("florence.vision_tower.", "vision_tower"), ("florence.multi_modal_projector.", "vision_projector"),
-                 ("florence.language_model.shared.", "token_embeddings"),
-                 ("florence.language_model.encoder.", "language_encoder"),
-                 ("florence.language_model.decoder.", "language_decoder"), ("queries", "queries"), ("proj.", "phi"))
-DECODER_PARTS = (("vae.", "vae"), ("text_encoder.", "text_encoder"), ("unet.", "unet"))
-CAPTION_PARTS = tuple((f"encoder.{p}", n) for p, n in ENCODER_PARTS) + (
-    ("text_encoder.", "text_encoder"), ("captioner.projector.", "psi"), ("captioner.llm.", "llm"))
-
-MODULE_DESCRIPTIONS = {
-    "vision_tower": "Florence-2 DaViT vision tower",
-    "vision_projector": "Florence-2 image projection + position embeddings",
-    "token_embeddings": "Florence-2 token embeddings (encoder, decoder, tied lm_head)",
-    "language_encoder": "Florence-2 language encoder",
-    "language_decoder": "Florence-2 language decoder (runs the queries)",
-    "queries": "learnable queries",
-    "phi": "φ: MLP to the CLIP text width",
-    "vae": "SD VAE",
-    "text_encoder": "SD CLIP text encoder",
-    "unet": "SD UNet",
-    "psi": "ψ: MLP from CLIP text states to the LLM width",
-    "llm": "causal LM (caption decoder)",
-}
-
-
-def count_parts(module: torch.nn.Module, parts) -> dict[str, dict[str, int]]:
-    """{name: {"total", "trainable"}} by parameter-name prefix; "other" for any unmatched."""
-    out = {name: {"total": 0, "trainable": 0} for _, name in parts}
-    for pname, p in module.named_parameters():  # each shared tensor once
-        name = next((n for prefix, n in parts if pname.startswith(prefix)), "other")
-        row = out.setdefault(name, {"total": 0, "trainable": 0})
-        row["total"] += p.numel()
-        row["trainable"] += p.numel() if p.requires_grad else 0
-    return out
-
-
-def param_counts(cfg) -> dict:
-    """Parameter counts of a job's models, built from configs alone on the meta device.
-
-    {"modules": {name: {"total", "trainable"}}, "total", "trainable", "configs": {model:
-    source}}. Trainable follows the training build: stage 1 trains Florence's language
-    model, the queries and φ (the vision tower only with model.train_vision_tower); stage 2
-    trains ψ, the LLM and, with model.train_encoder, the encoder's trainable parts. SD is
-    frozen throughout. Stage 2's encoder flags come from the job (a real run takes them
-    from the stage-1 export).
-    """
-    m = cfg.model
-    encoder, decoder = build_stage1(m.preset, num_queries=m.num_queries, resolution=cfg.data.resolution,
-                                    florence_path=m.florence, sd_path=m.stable_diffusion,
-                                    train_vision_tower=m.train_vision_tower, seed=cfg.seed, empty=True)
-    if cfg.stage == 1:
-        modules = {**count_parts(encoder, ENCODER_PARTS), **count_parts(decoder, DECODER_PARTS)}
-    else:
-        model = build_caption_model_empty(m, encoder, decoder.text_encoder, seed=cfg.seed)
-        modules = count_parts(model, CAPTION_PARTS)
-    if m.preset == "tiny":
-        configs = {"all": "tiny preset (vlv_ray.models.presets)"}
-    elif m.preset == "toy":
-        configs = {"all": "toy preset (vlv_ray.toyworld.models; teacher from model.stable_diffusion or the package)"}
-    else:
-        srcs = paper_configs_for(m.florence, m.stable_diffusion, m.llm if cfg.stage == 2 else None)
-        configs = {k: v[1] for k, v in srcs.items() if cfg.stage == 2 or k != "llm"}
-    return {"modules": modules, "total": sum(r["total"] for r in modules.values()),
-            "trainable": sum(r["trainable"] for r in modules.values()), "configs": configs}
-
-
-def _short(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.{2 if unit == 'B' else 1}f}{unit}"
-    return str(n)
-
-
-def format_param_counts(counts: dict) -> str:
-    """A readable table of `param_counts`: module, total, trainable (in K/M/B), exact total."""
-    rows = [(name, _short(r["total"]), _short(r["trainable"]), f"{r['total']:,}", MODULE_DESCRIPTIONS.get(name, ""))
-            for name, r in counts["modules"].items()]
-    rows.append(("total", _short(counts["total"]), _short(counts["trainable"]), f"{counts['total']:,}", ""))
-    head = ("module", "total", "trainable", "parameters", "")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-
-    def line(r):
-        return (f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}").rstrip()
-
-    rule = "-" * (sum(widths) + 6)
-    return "\n".join([line(head), rule, *map(line, rows[:-1]), rule, line(rows[-1])])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from vlv_ray.toyworld import evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR
-from vlv_ray.toyworld.point import (JOBS, Stages, common_overrides, cost, demo_say as _say, paired_count, point,
-                                    run_stage1, runs_dir, train, write_world)
+from vlv_ray.toyworld.point import (JOBS, Stages, common_overrides, demo_say as _say, paired_count, point, runs_cost,
+                                    run_stage1, runs_dir, train_job, write_world)
 
 
 def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction: float = 0.1, held_out: int = 500,
@@ -50,7 +50,7 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction
                                               resolution=world.SIZE, sd_path=teacher)
         b_name = f"toy-stage2-no-stage1-{stamp}"
         _say(f"the same stage 2 on an encoder that skipped stage 1 ({untrained})")
-        baseline = train(JOBS / "toy-stage2.yaml", [f"name={b_name}", f"data.uri={work / 'data' / 'stage2'}",
+        baseline = train_job(JOBS / "toy-stage2.yaml", [f"name={b_name}", f"data.uri={work / 'data' / 'stage2'}",
                                                     *common_overrides(work), f"model.stage1={untrained}",
                                                     *stages.stage2_overrides])
         timings["stage2_no_stage1_s"] = baseline[1]
@@ -70,7 +70,7 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction
         "held_out_images": held_out, "stage1_images": images, "stage2_images": p.metrics["paired_images"],
         "stage1_final_loss": p.metrics["stage1_final_loss"], "stage2_final_loss": p.metrics["stage2_final_loss"],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "cost": cost(cost_runs),
+        "cost": runs_cost(cost_runs),
         "artefacts": {"workdir": str(work), "stage1_export": str(p.stage1_export),
                       "stage2_export": str(p.stage2_run / "export" / "stage2"),
                       "captions": str(work / "captions.jsonl"), "reconstructions": str(work / "reconstructions.png"),

@@ -1,5 +1,6 @@
-"""The `toy` preset's models: the committed teacher as the frozen decoder, a small Florence-2
-encoder and a tiny Qwen2-class caption LM, both from seeded random weights.
+"""The `toy` preset's models (registered in `presets.py`): the committed teacher as the frozen
+decoder, a small Florence-2 encoder and a tiny Qwen2-class caption LM, both from seeded
+random weights.
 
 The teacher is loaded through `FrozenDiffusion.from_pretrained` from `model.stable_diffusion`
 (default: the committed `assets/teacher`), the same call that loads SD 2.1. Its CLIP
@@ -7,13 +8,11 @@ context is 16 tokens, so the toy world's "77 queries" are 16.
 """
 from __future__ import annotations
 
-import torch
-
-from vlv_ray.config import TOY_MAX_QUERIES
-
 from vlv_ray.toyworld.assets import TEACHER_DIR
 
-NUM_QUERIES = TOY_MAX_QUERIES  # = the teacher's CLIP context (tokens.MAX_TEXT_TOKENS)
+# The teacher's CLIP context (tokens.MAX_TEXT_TOKENS; a test holds them equal): at most this
+# many queries. Nothing heavy is imported at module level: `config check` registers this preset.
+NUM_QUERIES = 16
 PROMPT_IDS = [0, 10, 11, 12, 13, 2]  # <s> four prompt tokens </s>, as in the tiny preset
 
 
@@ -46,8 +45,14 @@ def _quiet_loaders() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, train_vision_tower: bool, seed: int):
-    """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`."""
+def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, train_vision_tower: bool, seed: int,
+                 florence_path: str | None = None, empty: bool = False, device: str = "meta"):
+    """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`.
+
+    `empty` (configs alone) builds the same models for real: the teacher's weights are in the
+    package and the whole thing is small, so `device` and `florence_path` are not used.
+    """
+    import torch
     from transformers import Florence2ForConditionalGeneration
 
     from vlv_ray.models.decoder import FrozenDiffusion
@@ -75,3 +80,4 @@ def toy_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 16):
     from vlv_ray.toyworld.tokens import lm_tokenizer
 
     return tiny_captioner(prefix_dim, seed, max_caption_tokens, tokenizer=lm_tokenizer(), max_positions=64)
+

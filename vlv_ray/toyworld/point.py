@@ -48,7 +48,7 @@ def write_world(work: Path, images: int, paired: int) -> tuple[Path, Path]:
     return data1, data2
 
 
-def train(job: str | Path, overrides: list[str], say: Say = demo_say) -> tuple[dict, float]:
+def train_job(job: str | Path, overrides: list[str], say: Say = demo_say) -> tuple[dict, float]:
     """Run a job through the real launcher; (its last metrics + workers and queries, wall seconds)."""
     from vlv_ray.config import load_job
     from vlv_ray.train import launch
@@ -73,7 +73,7 @@ def common_overrides(work: Path) -> list[str]:
     return [f"storage_path={runs_dir(work)}", f"model.stable_diffusion={TEACHER_DIR}"]
 
 
-def cost(runs: list[tuple[dict, float]]) -> dict[str, float]:
+def runs_cost(runs: list[tuple[dict, float]]) -> dict[str, float]:
     """Worker-hours (workers × wall time) and the runs' own ledgers' dollars, summed."""
     worker_s = sum(m["workers"] * seconds for m, seconds in runs)
     return {"worker_hours": round(worker_s / 3600, 4), "usd": round(sum(m.get("cost_usd", 0.0) for m, _ in runs), 4)}
@@ -110,7 +110,7 @@ class PointResult:
 def run_stage1(work: Path, data1: Path, tag: str, stages: Stages, say: Say = demo_say) -> tuple[dict, float, Path]:
     """Stage 1 on `data1`; (its metrics, wall seconds, its export)."""
     name = f"toy-stage1-{tag}"
-    metrics, seconds = train(stages.stage1_job, [f"name={name}", f"data.uri={data1}", *common_overrides(work),
+    metrics, seconds = train_job(stages.stage1_job, [f"name={name}", f"data.uri={data1}", *common_overrides(work),
                                                  *stages.stage1_overrides], say)
     return metrics, seconds, runs_dir(work) / name / "export" / "stage1"
 
@@ -132,7 +132,7 @@ def point(work: str | Path, *, images: int, paired_fraction: float = 0.1, held_o
 
     s1, seconds["stage1_s"], export1 = run_stage1(work, data1, tag, stages, say)
     s2_name = f"toy-stage2-{tag}"
-    s2, seconds["stage2_s"] = train(stages.stage2_job, [f"name={s2_name}", f"data.uri={data2}", *common_overrides(work),
+    s2, seconds["stage2_s"] = train_job(stages.stage2_job, [f"name={s2_name}", f"data.uri={data2}", *common_overrides(work),
                                                         f"model.stage1={export1}", *stages.stage2_overrides], say)
 
     t0 = time.time()
@@ -154,7 +154,7 @@ def point(work: str | Path, *, images: int, paired_fraction: float = 0.1, held_o
         "reconstruction_accuracy": recon_accuracy, "reconstruction_fid": recon_fid,
         "stage1_final_loss": s1.get("loss"), "stage2_final_loss": s2.get("loss"),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "cost": cost([(s1, seconds["stage1_s"]), (s2, seconds["stage2_s"])]),
+        "cost": runs_cost([(s1, seconds["stage1_s"]), (s2, seconds["stage2_s"])]),
     }
     return PointResult(metrics, captions, recon, export1, runs_dir(work) / s2_name, (s1, seconds["stage1_s"]),
                        (s2, seconds["stage2_s"]))

@@ -13,8 +13,9 @@ import os
 import time
 from pathlib import Path
 
-from vlv_ray.config import TOY_MAX_QUERIES, ConfigError, SweepConfig, load_job
+from vlv_ray.config import ConfigError, SweepConfig, load_job
 from vlv_ray.toyworld import sweep_report
+from vlv_ray.toyworld.models import NUM_QUERIES
 from vlv_ray.toyworld.point import JOBS, Stages, paired_count
 
 
@@ -62,10 +63,10 @@ def stages_of(spec: SweepConfig, sweep_file: Path, *, queries_key: str = "querie
             except ConfigError as e:
                 raise ConfigError(f"{sweep_file}: {key}: {e}") from None
 
-        too_many = [q for q in spec.queries if q > TOY_MAX_QUERIES]
+        too_many = [q for q in spec.queries if q > NUM_QUERIES]
         if too_many and load([]).model.preset == "toy":  # named by the flag or key that set it, not by the job
-            raise ConfigError(f"{queries_key}: got {too_many[0]}, expected counts ≤ {TOY_MAX_QUERIES}: the toy "
-                              f"preset's model.num_queries is at most {TOY_MAX_QUERIES}, the teacher's CLIP context "
+            raise ConfigError(f"{queries_key}: got {too_many[0]}, expected counts ≤ {NUM_QUERIES}: the toy "
+                              f"preset's model.num_queries is at most {NUM_QUERIES}, the teacher's CLIP context "
                               f"(e.g. 4,8,16)")
         for q in spec.queries:
             load([f"model.num_queries={q}"])

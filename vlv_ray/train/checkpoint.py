@@ -33,7 +33,10 @@ from typing import Any, Callable, Iterator
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig
+from vlv_ray.paths import RunPaths
 from vlv_ray.train import integrity
+from vlv_ray.train.callbacks import Callbacks
+from vlv_ray.train.state import TrainerState
 from vlv_ray.train.integrity import COMPLETE, DIR_RE, STATE_FILE  # noqa: F401 (the layout's names)
 
 TAG = "engine"
@@ -43,15 +46,30 @@ def dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def run_uri(cfg: JobConfig) -> str:
-    return storage.join(cfg.storage_path, cfg.name)
+class Checkpointer:
+    """When the loop checkpoints, and through what: `save` below writes the files."""
+
+    def __init__(self, cfg: JobConfig, paths: RunPaths, rank: int, *, local: bool = False,
+                 callbacks: Callbacks | None = None):
+        self.cfg, self.paths, self.rank, self.local, self.callbacks = cfg, paths, rank, local, callbacks
+
+    def due(self, step: int, stop: bool) -> bool:
+        """Every `checkpoint.every_steps`, at the last step, and whenever the run must stop now."""
+        return stop or step % self.cfg.checkpoint.every_steps == 0 or step == self.cfg.max_steps
+
+    def save(self, engine, state: TrainerState, metrics: dict[str, Any]) -> None:
+        """Collective: every rank calls it at the same step."""
+        import ray.train
+
+        if self.local:  # local mode (--local) is for debugging: Ray does not persist its checkpoints
+            ray.train.report(metrics)
+            return
+        callbacks = self.callbacks
+        on_phase = (lambda phase: callbacks.checkpoint_phase(phase, state.step, self.rank)) if callbacks else None
+        save(engine, state.to_dict(), metrics, self.rank, self.cfg, self.paths, on_phase=on_phase)
 
 
-def _kw(cfg: JobConfig) -> dict[str, Any]:
-    return cfg.storage.options
-
-
-def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig,
+def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg: JobConfig, paths: RunPaths,
          on_phase: Callable[[str], None] | None = None) -> None:
     """Collective: every rank must call it at the same step. `on_phase(name)` is called as the
     save passes "staged" (this rank's files written locally), "uploaded" (this rank's upload
@@ -82,21 +100,21 @@ def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg:
     phase("gathered")
     if rank == 0:
         merged = {k: v for f in everyone for k, v in f.items()}
-        uri = storage.join(run_uri(cfg), name)
-        integrity.write_marker(uri, state["step"], merged, **_kw(cfg))
-        integrity.prune(run_uri(cfg), cfg.checkpoint.keep_last, **_kw(cfg))
+        uri = storage.join(paths.checkpoints, name)
+        integrity.write_marker(uri, state["step"], merged, **paths.storage)
+        integrity.prune(paths.checkpoints, cfg.checkpoint.keep_last, **paths.storage)
 
 
-def newest_verified(cfg: JobConfig, *, clean: bool = False, say=print) -> tuple[str, dict[str, Any]] | None:
+def newest_verified(paths: RunPaths, *, clean: bool = False, say=print) -> tuple[str, dict[str, Any]] | None:
     """(uri, trainer state) of the newest checkpoint that verifies, or None.
 
     Every newer directory is named by `say` with the reason it was skipped; with `clean`
     (the one process that owns the run: the driver, or rank 0) it is deleted, and so are
     unmarked directories left by crashed saves.
     """
-    kw = _kw(cfg)
+    kw = paths.storage
     chosen = None
-    for step, uri in integrity.step_dirs(run_uri(cfg), **kw):
+    for step, uri in integrity.step_dirs(paths.checkpoints, **kw):
         if chosen is not None:
             if clean and not storage.exists(storage.join(uri, COMPLETE), **kw):
                 integrity.remove(uri, **kw)
@@ -114,15 +132,15 @@ def newest_verified(cfg: JobConfig, *, clean: bool = False, say=print) -> tuple[
     return chosen
 
 
-def find(cfg: JobConfig) -> tuple[Any, dict[str, Any]]:
+def find(paths: RunPaths) -> tuple[Any, dict[str, Any]]:
     """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {})."""
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    found = newest_verified(cfg, clean=rank == 0, say=print if rank == 0 else _quiet)
+    found = newest_verified(paths, clean=rank == 0, say=print if rank == 0 else _quiet)
     if found is None:
         return None, {}
-    fs, path = storage.resolve(found[0], **_kw(cfg))
+    fs, path = storage.resolve(found[0], **paths.storage)
     return ray.train.Checkpoint(path, filesystem=fs), found[1]
 
 
@@ -154,19 +172,19 @@ def check_settings(cfg: JobConfig, state: dict[str, Any], uri: str, *, allow_cha
         return {}
     if not allow_changes:
         listed = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        raise ConfigError(f"{uri}: resuming with changed settings ({listed}); pass --allow-changes to go on "
+        raise ConfigError(f"{uri}: resuming with changed settings ({listed}); pass allow_changes=True to go on "
                           f"with them (recorded in the run's history.jsonl), or use another name")
     return changes
 
 
-def record_history(cfg: JobConfig, event: dict[str, Any]) -> str:
+def record_history(paths: RunPaths, event: dict[str, Any]) -> str:
     """Append one JSON line to `<run>/history.jsonl` (a read-modify-write: the lease makes us the only writer)."""
-    uri = storage.join(run_uri(cfg), "history.jsonl")
+    uri = paths.history
     try:
-        old = storage.read_bytes(uri, **_kw(cfg))
+        old = storage.read_bytes(uri, **paths.storage)
     except FileNotFoundError:
         old = b""
-    storage.write_bytes_atomic(uri, old + (json.dumps(event, sort_keys=True) + "\n").encode(), **_kw(cfg))
+    storage.write_bytes_atomic(uri, old + (json.dumps(event, sort_keys=True) + "\n").encode(), **paths.storage)
     return uri
 
 
@@ -220,7 +238,7 @@ def to_universal(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) -> str:
+def export_trainable(ckpt, cfg: JobConfig, paths: RunPaths, state: dict[str, Any] | None = None) -> str:
     """Consolidate the trainable weights of every rank's shard into an export directory.
 
     Written to `<storage_path>/<name>/export/stage<N>/` (models/export.py); names are the
@@ -250,4 +268,4 @@ def export_trainable(ckpt, cfg: JobConfig, state: dict[str, Any] | None = None) 
     from vlv_ray.models import export
 
     meta = export.stage1_meta(cfg, state) if cfg.stage == 1 else export.stage2_meta(cfg, state)
-    return export.save(storage.join(run_uri(cfg), "export", f"stage{cfg.stage}"), sd, meta, **_kw(cfg))
+    return export.save(paths.export(cfg.stage), sd, meta, **paths.storage)

@@ -20,7 +20,8 @@ def deepspeed_config(cfg: JobConfig, *, load_universal: bool = False) -> dict[st
         "zero_optimization": zero,
         "bf16": {"enabled": ds.precision == "bf16"},
         "fp16": {"enabled": ds.precision == "fp16"},
-        # torch_adam: torch's AdamW instead of DeepSpeed's JIT-compiled C++/CUDA op.
+        # torch_adam: torch's AdamW instead of DeepSpeed's JIT-compiled C++/CUDA op; DeepSpeed
+        # hands it its flat fp32 partition, and fused=True makes the update one kernel over it.
         "optimizer": {
             "type": "AdamW",
             "params": {
@@ -29,6 +30,7 @@ def deepspeed_config(cfg: JobConfig, *, load_universal: bool = False) -> dict[st
                 "eps": opt.eps,
                 "weight_decay": opt.weight_decay,
                 "torch_adam": True,
+                **({"fused": True} if opt.fused else {}),
             },
         },
         "steps_per_print": 10**9,

@@ -11,6 +11,7 @@ import time
 import traceback
 
 from vlv_ray import storage
+from vlv_ray.paths import RunPaths
 
 
 class TrainingFailed(Exception):
@@ -44,19 +45,19 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
 
 
-def describe(error: BaseException, run: str, **kw) -> str:
-    """One line for the user; the full tracebacks written under the run (best effort)."""
+def describe(error: BaseException, paths: RunPaths) -> str:
+    """One line for the user; the full tracebacks written under the run's logs/ (best effort)."""
     found = failures(error)
     where, first = next(iter(found.items()))
     line = f"{where}: {one_line(root_cause(first))}"
     if len(found) > 1:
         line += f" (and {len(found) - 1} more ranks)"
-    uri = storage.join(run, "logs", f"failure-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    uri = storage.join(paths.logs, f"failure-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     # Ray's message carries the workers' own tracebacks (the exceptions lose theirs when pickled).
     text = f"==== {type(error).__name__}\n{error}\n\n" + "".join(
         f"==== {w}\n" + "".join(traceback.format_exception(e)) + "\n" for w, e in found.items())
     try:
-        storage.write_bytes_atomic(uri, storage.redact(text).encode(), **kw)
+        storage.write_bytes_atomic(uri, storage.redact(text).encode(), **paths.storage)
         return f"{line}; full traceback in {uri}"
     except OSError as e:
         return f"{line}; (could not write the traceback to {uri}: {type(e).__name__})"

@@ -8,21 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
+from vlv_ray.paths import RunPaths, for_job
 from vlv_ray.train import auth, quiet
 
 log = logging.getLogger(__name__)
-
-
-def absolutize(uri: str) -> str:
-    """Local relative paths become absolute: Ray workers do not share the driver's cwd."""
-    if "://" in uri:
-        return uri
-    return str(Path(uri).expanduser().resolve())
 
 
 def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
@@ -85,11 +78,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_trainer(cfg: JobConfig, *, local: bool = False):
+def build_trainer(cfg: JobConfig, paths: RunPaths, *, local: bool = False):
+    """`cfg` and `paths` as `paths.for_job` makes them (local paths absolute)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    fs, run_root = storage.resolve(absolutize(cfg.storage_path), **cfg.storage.options)
+    fs, run_root = storage.resolve(cfg.storage_path, **paths.storage)
 
     sc = cfg.scaling
     resources = worker_resources(cfg)
@@ -112,12 +106,7 @@ def build_trainer(cfg: JobConfig, *, local: bool = False):
         # go to its log files only; our step lines say what matters.
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
     )
-    job = cfg.to_dict(redact=False)
-    job["logging"]["wandb_dir"] = absolutize(cfg.logging.wandb_dir)
-    job["storage_path"], job["data"]["uri"] = absolutize(cfg.storage_path), absolutize(cfg.data.uri)
-    if cfg.model.stage1:
-        job["model"]["stage1"] = absolutize(cfg.model.stage1)
-    loop_config = {"job": job, "local": local, "rejects_uri": rejects_uri(cfg)}
+    loop_config = {"job": cfg.to_dict(redact=False), "paths": paths.to_dict(), "local": local}
     return TorchTrainer(
         _train_worker,
         train_loop_config=loop_config,
@@ -135,11 +124,6 @@ def worker_resources(cfg: JobConfig) -> dict[str, float]:
     return resources
 
 
-def rejects_uri(cfg: JobConfig) -> str:
-    """Where decode tasks record the rows they dropped: `<storage_path>/<name>/rejects/`."""
-    return storage.join(absolutize(cfg.storage_path), cfg.name, "rejects")
-
-
 def _worker_env(use_gpu: bool) -> dict[str, str]:
     env = quiet.process_env(use_gpu)
     if "WANDB_MODE" in os.environ:
@@ -154,62 +138,63 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     train_worker(loop_config)
 
 
-def run(cfg: JobConfig, *, local: bool = False, allow_changes: bool = False):
-    """Run (or resume: same name + storage_path) a training job; return Ray's `Result`."""
+def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, allow_changes: bool = False):
+    """Run (or resume: same name + storage_path) a training job; return Ray's `Result`.
+
+    `paths`: the run's, from `paths.for_job(cfg)` where the caller loaded the job (then `cfg`
+    is that call's absolutized job); built here when not given.
+    """
     import ray.train
 
     from vlv_ray.cost.tracker import track
     from vlv_ray.data.pipeline import shard_paths
     from vlv_ray.train import precheck
 
+    if paths is None:
+        cfg, paths = for_job(cfg)
     # Fail on bad input before paying for a cluster start.
-    shard_paths(absolutize(cfg.data.uri), **cfg.storage.options)
-    precheck.stage1_export(cfg)
+    shard_paths(cfg.data.uri, **paths.storage)
+    precheck.stage1_export(cfg, paths)
     # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
-    lease = None if local else precheck.take_lease(cfg, run_dir(cfg))
+    lease = None if local else precheck.take_lease(cfg, paths)
     try:
-        precheck.resume_settings(cfg, allow_changes=allow_changes)
+        precheck.resume_settings(cfg, paths, allow_changes=allow_changes)
         quiet.apply_to_this_process(cfg.scaling.use_gpu)
         ensure_ray()
         if not local:
             precheck.placeable(cfg, worker_resources(cfg))
         # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
         # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
-        storage.delete(storage.join(run_dir(cfg), "checkpoint_manager_snapshot.json"),
-                       **cfg.storage.options)
+        storage.delete(storage.join(paths.run, "checkpoint_manager_snapshot.json"), **paths.storage)
         # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
         # a --local debugging run writes no ledger.
-        metered = contextlib.nullcontext() if local else track(cfg, run_dir(cfg))
+        metered = contextlib.nullcontext() if local else track(cfg, paths)
         try:
             with metered:
-                result = build_trainer(cfg, local=local).fit()
+                result = build_trainer(cfg, paths, local=local).fit()
         except ray.train.TrainingFailedError as e:
             from vlv_ray.train.failure import TrainingFailed, describe
 
-            raise TrainingFailed(describe(e, run_dir(cfg), **cfg.storage.options)) from None
-        _after(cfg, result, local)
+            raise TrainingFailed(describe(e, paths)) from None
+        _after(cfg, paths, result, local)
     finally:
         if lease is not None:
             lease.release()
     return result
 
 
-def run_dir(cfg: JobConfig) -> str:
-    return storage.join(absolutize(cfg.storage_path), cfg.name)
-
-
-def _after(cfg: JobConfig, result, local: bool) -> None:
+def _after(cfg: JobConfig, paths: RunPaths, result, local: bool) -> None:
     from vlv_ray.data.pipeline import count_rejects
 
-    dropped = count_rejects(rejects_uri(cfg), **cfg.storage.options)
+    dropped = count_rejects(paths.rejects, **paths.storage)
     if dropped:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
-        print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {rejects_uri(cfg)}",
+        print(f"dropped {sum(dropped.values())} rows during training ({summary}); keys in {paths.rejects}",
               flush=True)
     if result.error is None and result.checkpoint is not None and not local:
         from vlv_ray.train.checkpoint import export_trainable
 
         with quiet.captured():  # DeepSpeed's consolidation chatter; shown if it fails
-            exported = export_trainable(result.checkpoint, cfg)
+            exported = export_trainable(result.checkpoint, cfg, paths)
         print(f"exported trainable weights: {exported} "
               f"(load with vlv_ray.models.export.load_stage{cfg.stage})", flush=True)

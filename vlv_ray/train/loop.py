@@ -17,40 +17,56 @@ import ray.train
 import torch
 
 from vlv_ray.config import JobConfig, from_dict
+from vlv_ray.paths import RunPaths
 from vlv_ray.train import checkpoint, preempt
 from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
-from vlv_ray.train.checkpointer import Checkpointer
+from vlv_ray.train.checkpoint import Checkpointer
 from vlv_ray.cost.live import LiveCost
 from vlv_ray.eval.during import ImagesSeenEval
+from vlv_ray.models import speed
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
-from vlv_ray.train.stages import build_stage
+from vlv_ray.train.stage import Stage
 from vlv_ray.train.state import TrainerState
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's entry point on every worker."""
-    cfg: JobConfig = from_dict(loop_config["job"])
+    cfg: JobConfig = from_dict(loop_config["job"])  # its local paths already absolute (paths.for_job)
+    paths = RunPaths(**loop_config["paths"])
     own_group = not torch.distributed.is_initialized()
     if own_group:  # Ray Train's local mode (--local): a process group of one
         _init_single_process_group()
     try:
-        _train(cfg, loop_config)
+        _train(cfg, paths, local=bool(loop_config.get("local")))
     finally:
         if own_group:
             torch.distributed.destroy_process_group()
 
 
-def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
+def build_stage(cfg: JobConfig, device: torch.device) -> Stage:
+    """The job's stage (stage.py says what a stage is; stage1.py and stage2.py what differs)."""
+    if cfg.stage == 1:
+        from vlv_ray.train.stage1 import Stage1
+
+        return Stage1(cfg, device)
+    if cfg.stage == 2:
+        from vlv_ray.train.stage2 import Stage2
+
+        return Stage2(cfg, device)
+    raise ValueError(f"stage: got {cfg.stage}, expected 1 or 2")
+
+
+def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
 
     torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
     stage = build_stage(cfg, device)
-    ckpt, saved = checkpoint.find(cfg)  # (None, {}) on a fresh run
+    ckpt, saved = checkpoint.find(paths)  # (None, {}) on a fresh run
     state, resumed = TrainerState.from_dict(saved), ckpt is not None
     universal = checkpoint.needs_universal(saved, world, cfg)
     engine = build_engine(stage, cfg, load_universal=universal)
@@ -58,25 +74,28 @@ def _train(cfg: JobConfig, loop_config: dict[str, Any]) -> None:
     if resumed:
         checkpoint.restore(engine, ckpt, saved, universal=universal)
     data = Batches(cfg, rank, world, state.data, stage.collate, data_uri=cfg.data.uri,
-                   rejects_uri=loop_config.get("rejects_uri"), vae_digest=stage.vae_digest)
-    logger = MetricsLogger(cfg, rank, first_step=state.step)
-    by_images = ImagesSeenEval(cfg, rank, world)  # reconstruction FID at logging.eval_every_images
+                   rejects_uri=paths.rejects, vae_digest=stage.vae_digest)
+    logger = MetricsLogger(cfg, paths, rank, first_step=state.step)
+    by_images = ImagesSeenEval(cfg, paths, rank, world)  # reconstruction FID at logging.eval_every_images
     callbacks = Callbacks(cfg.callbacks)
-    checkpointer = Checkpointer(cfg, rank, local=bool(loop_config.get("local")), callbacks=callbacks)
+    checkpointer = Checkpointer(cfg, paths, rank, local=local, callbacks=callbacks)
     cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
     if rank == 0:
         _announce(cfg, stage, data, world, state, resumed, universal)
 
     step, first_step, rejected_before = state.step, state.step, state.rejected_rows
+    started = time.perf_counter()
     try:
         while step < cfg.max_steps:
             out = train_step(engine, stage, data, cfg, step, rank, device)
             step += 1
             metrics = _step_metrics(out, engine, data, step, world, rejected_before, first_step, cost)
+            metrics["wall_s"] = time.perf_counter() - started  # since the loop began: checkpoints included
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
             by_images.after_step(stage, engine, step, metrics, logger.run)
-            callbacks.step_end(StepEnd(step, rank, world, out.epoch, out.keys, metrics, resumed, cfg, engine))
+            callbacks.step_end(StepEnd(step=step, rank=rank, world=world, epoch=out.epoch, keys=out.keys, metrics=metrics,
+                                       resumed=resumed, cfg=cfg, engine=engine))
             stop = _stop_requested(world)
             over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
             if checkpointer.due(step, stop or over_budget):
@@ -122,6 +141,7 @@ def train_step(engine, stage, data, cfg: JobConfig, step: int, rank: int, device
         keys += batch["key"]
         tokens += batch.get("tokens", 0)
         gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank, micro))  # noise, timesteps
+        speed.step_begin(cfg.model)
         loss = stage.loss(engine, batch, gen)
         engine.backward(loss)
         engine.step()
@@ -141,6 +161,8 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
         "step_time_s": out.step_time_s, "data_wait_s": out.data_wait_s,
         "rejected_rows": rejected_before + int(rejected), "resumed_from": first_step,
         "cost_usd": cost.spent(),
+        # This rank's peak GPU memory so far (benchmarks/bench_train.py reads it from the log line).
+        **({"peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30} if torch.cuda.is_initialized() else {}),
     }
 
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from vlv_ray.config import JobConfig
+from vlv_ray.paths import RunPaths
 
 
 def wandb_run_id(name: str) -> str:
@@ -26,8 +27,8 @@ class MetricsLogger:
     """Logs a step's metrics when due (every `logging.every_steps`, the first step of a run and
     the last), and runs the stage's evaluation every `logging.eval_every_steps`."""
 
-    def __init__(self, cfg: JobConfig, rank: int, *, first_step: int = 0):
-        self.cfg, self.rank, self.run = cfg, rank, None
+    def __init__(self, cfg: JobConfig, paths: RunPaths, rank: int, *, first_step: int = 0):
+        self.cfg, self.paths, self.rank, self.run = cfg, paths, rank, None
         self.first_step = first_step  # the step this run (re)started from
         mode = os.environ.get("WANDB_MODE") or cfg.logging.wandb
         if rank != 0 or mode == "disabled":
@@ -69,8 +70,7 @@ class MetricsLogger:
 
         from vlv_ray import storage
 
-        kw = self.cfg.storage.options
-        root = storage.join(self.cfg.storage_path, self.cfg.name, "eval")
+        kw, root = self.paths.storage, self.paths.eval
         written = []
         for name, value in result.items():
             if hasattr(value, "shape"):  # an image
@@ -105,4 +105,6 @@ def format_log_line(m: dict[str, Any], max_steps: int) -> str:
     return (f"{time.strftime('%H:%M:%S')} step {m['step']}/{max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
             f"gnorm {m['grad_norm']:.3f} | {m['samples_per_s']:.1f} samples/s | {tokens}"
             f"step {m['step_time_s']:.2f}s | data {m['data_wait_s']:.2f}s | "
-            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}")
+            f"rejected {m['rejected_rows']} | ${m['cost_usd']:.4f}"
+            + (f" | mem {m['peak_mem_gb']:.1f} GB" if m.get("peak_mem_gb") else "")
+            + (f" | wall {m['wall_s']:.2f}s" if "wall_s" in m else ""))

@@ -9,26 +9,22 @@ Train waits for resources forever, whatever `checkpoint.max_failures` says.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig
+from vlv_ray.paths import RunPaths
 from vlv_ray.storage import StorageError
 
 
-def _kw(cfg: JobConfig) -> dict[str, Any]:
-    return {"endpoint_url": cfg.storage.endpoint_url, "region": cfg.storage.region}
-
-
-def stage1_export(cfg: JobConfig) -> None:
+def stage1_export(cfg: JobConfig, paths: RunPaths) -> None:
     """Stage 2 builds its encoder from `model.stage1`: it must be a stage-1 export."""
     if cfg.stage != 2:
         return
     from vlv_ray.models import export
 
     try:
-        uri = export.resolve(cfg.model.stage1, **_kw(cfg))
-        meta = storage.read_json(storage.join(uri, export.META_FILE), **_kw(cfg))
+        uri = export.resolve(cfg.model.stage1, **paths.storage)
+        meta = storage.read_json(storage.join(uri, export.META_FILE), **paths.storage)
     except export.ExportError as e:
         raise ConfigError(f"model.stage1: {e}") from None
     except ValueError:
@@ -40,11 +36,12 @@ def stage1_export(cfg: JobConfig) -> None:
                           f"was trained at {meta.get('resolution')}")
 
 
-def take_lease(cfg: JobConfig, run: str, say=print):
+def take_lease(cfg: JobConfig, paths: RunPaths, say=print):
     """Hold the run; a storage_path that cannot be written is one line, not a traceback."""
     from vlv_ray.train.lease import Lease
 
-    lease = Lease(run, cfg.checkpoint.lease_timeout_s, **_kw(cfg))
+    run = paths.run
+    lease = Lease(run, cfg.checkpoint.lease_timeout_s, **paths.storage)
     try:
         return lease.acquire(say=say)
     except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:
@@ -55,17 +52,17 @@ def take_lease(cfg: JobConfig, run: str, say=print):
         raise StorageError(f"storage_path={cfg.storage_path}: cannot write the run directory {run} ({first})") from None
 
 
-def resume_settings(cfg: JobConfig, *, allow_changes: bool, say=print) -> None:
+def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, say=print) -> None:
     """Compare the checkpoint a resume will start from with this job's settings."""
     from vlv_ray.train import checkpoint
 
-    found = checkpoint.newest_verified(cfg, clean=True, say=say)
+    found = checkpoint.newest_verified(paths, clean=True, say=say)
     if found is None:
         return
     uri, state = found
     changes = checkpoint.check_settings(cfg, state, uri, allow_changes=allow_changes)
     if changes:
-        where = checkpoint.record_history(cfg, {"time": time.time(), "event": "resumed with changed settings",
+        where = checkpoint.record_history(paths, {"time": time.time(), "event": "resumed with changed settings",
                                                 "step": state.get("step"), "changes": changes})
         say(f"[vlv-ray] resuming step {state.get('step')} with changed settings "
             f"({', '.join(changes)}); recorded in {where}", flush=True)

@@ -1,18 +1,15 @@
-"""`vlv-ray eval recon|caption`: the parser and its handler, side by side.
-
-`add_eval_parser(subparsers)` is all the main CLI calls; errors are raised as the CLI's
-user errors (one line, exit 2) naming the flag.
-"""
+"""`vlv-ray eval recon|caption`: FID and CLIP scores of an export as a Ray job (vlv_ray/eval)."""
 from __future__ import annotations
 
 import argparse
 import json
 
+from vlv_ray.cli.common import UserError, command_group, storage_args, storage_kw
 
-def add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="FID and CLIP scores of a stage-1 or stage-2 export on held-out shards "
-                        "(a Ray job: Ray Data + an actor pool)")
-    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+
+def add_parsers(sub) -> None:
+    esub = command_group(sub, "eval", "FID and CLIP scores of a stage-1 or stage-2 export on held-out shards "
+                         "(a Ray job: Ray Data + an actor pool)")
     rec = esub.add_parser("recon", help="reconstruction FID and CLIP image–image similarity (the paper's Tables "
                           "4, 5, 7): caption embeddings → the frozen decoder → images")
     rec.add_argument("--stage1", required=True, metavar="EXPORT", help="a stage-1 export (or its run directory)")
@@ -43,13 +40,11 @@ def add_eval_parser(sub) -> None:
         p.add_argument("--grid-rows", type=int, default=8, help="images in grid.png (default 8)")
         p.add_argument("--out", default=None, metavar="DIR", help="write eval.json and grid.png here")
         p.add_argument("--json", action="store_true", help="print only the JSON line")
-        p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
-        p.add_argument("--region", default=None, help="S3 region (else AWS_DEFAULT_REGION)")
+        storage_args(p)
         p.set_defaults(fn=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vlv_ray.config import ConfigError as UserError  # one line, exit 2 (cli.py may run as __main__)
     from vlv_ray.eval import features, job
     from vlv_ray.eval.clip import ClipError
     from vlv_ray.train.launch import ensure_ray
@@ -72,7 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         clip=None if args.clip.lower() == "none" else args.clip, t2i=None if recon else args.t2i,
         beams=getattr(args, "beams", 4), max_new_tokens=getattr(args, "max_new_tokens", 300),
         batch_size=args.batch_size, actors=args.actors, grid_rows=args.grid_rows,
-        storage_kw={"endpoint_url": args.endpoint_url, "region": args.region})
+        storage_kw=storage_kw(args))
     try:
         job.check(spec)  # bad input is one line before Ray starts
         ensure_ray()

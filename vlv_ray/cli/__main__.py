@@ -1,0 +1,5 @@
+import sys
+
+from vlv_ray.cli import main
+
+sys.exit(main())

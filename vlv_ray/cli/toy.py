@@ -1,0 +1,65 @@
+"""`vlv-ray demo` and `vlv-ray sweep`: the miniature world (vlv_ray/toyworld)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    add_demo_parser(sub)
+    add_sweep_parser(sub)
+
+
+def add_demo_parser(sub) -> None:
+    demo = sub.add_parser("demo", help="the miniature world: stage 1 → stage 2 → captions, reconstructions, metrics")
+    demo.add_argument("--workdir", default="vlv-demo", help="where images, shards and runs go (default: %(default)s)")
+    demo.add_argument("--images", type=int, default=6000, help="stage-1 images; 10%% of them get captions for "
+                      "stage 2 (default: %(default)s)")
+    demo.add_argument("--json", action="store_true", help="end with the metrics as one JSON line")
+    demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1 and its export (a quick check)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20")
+    demo.set_defaults(fn=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    """The whole method in the miniature world on a local Ray cluster (vlv_ray/toyworld/demo.py)."""
+    from vlv_ray.toyworld import demo
+
+    metrics = demo.run(args.workdir, images=args.images, stage1_overrides=args.overrides,
+                       stage1_only=args.stage1_only)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(metrics))
+    return 0
+
+
+def add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help="the data-volume experiment (and query-count ablation): one Ray Tune "
+                           "trial per point, stage 1 then stage 2 → sweep.csv, sweep.md, sweep.png")
+    sweep.add_argument("job", help="a sweep file, e.g. jobs/toy-sweep.yaml")
+    sweep.add_argument("--images", default=None, metavar="N1,N2,…", help="stage-1 image counts (default: the file's)")
+    sweep.add_argument("--queries", default=None, metavar="Q1,Q2,…",
+                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16)")
+    sweep.add_argument("--workdir", default="vlv-sweep", help="points, Tune's results and the report (default: "
+                       "%(default)s)")
+    sweep.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
+    sweep.set_defaults(fn=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py)."""
+    from vlv_ray.config import load_sweep
+    from vlv_ray.toyworld import sweep
+
+    images, queries = sweep.parse_counts("--images", args.images), sweep.parse_counts("--queries", args.queries)
+    spec = load_sweep(args.job, images=images, queries=queries)
+    stages = sweep.stages_of(spec, Path(args.job), queries_key="--queries" if queries else "queries")
+    rows = sweep.run(args.job, spec, stages, workdir=args.workdir)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
