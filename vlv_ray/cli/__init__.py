@@ -5,8 +5,8 @@ with one line on stderr naming the problem and exit status 2; anything else is a
 and keeps its traceback.
 
 One module per command group, each parser beside its handler (`add_<cmd>_parser` above
-`cmd_<cmd>`): toy (demo, sweep), data, infer (caption, reconstruct), train (train,
-submit), cost, config. A group's `add_parsers` registers its commands; `build_parser`
+`cmd_<cmd>`): toy (demo, sweep), data, infer (caption, reconstruct), eval (recon,
+caption), train (train, submit), cost, config. A group's `add_parsers` registers its commands; `build_parser`
 calls them in the order `--help` lists them. Only this package speaks in flags.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ import os
 import sys
 
 from vlv_ray.cli import config, cost, data, infer, toy, train
+from vlv_ray.cli import eval as eval_  # the module is named for its command; `eval_` spares the builtin
 from vlv_ray.cli.common import user_errors
 
 _PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EDQUOT)
-GROUPS = (toy, data, infer, train, cost, config)
+GROUPS = (toy, data, infer, eval_, train, cost, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpoint import Checkpointer
 from vlv_ray.cost.live import LiveCost
+from vlv_ray.eval.during import ImagesSeenEval
 from vlv_ray.models import speed
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
@@ -79,6 +80,7 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool, driver: dict[str, An
     data = Batches(cfg, rank, world, state.data, stage.collate, data_uri=cfg.data.uri,
                    rejects_uri=paths.rejects, vae_digest=stage.vae_digest)
     logger = MetricsLogger(cfg, paths, rank, first_step=state.step)
+    by_images = ImagesSeenEval(cfg, paths, rank, world)  # reconstruction FID at logging.eval_every_images
     callbacks = Callbacks(cfg.callbacks)
     checkpointer = Checkpointer(cfg, paths, rank, local=local, callbacks=callbacks, lease_owner=owner)
     cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
@@ -95,6 +97,7 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool, driver: dict[str, An
             metrics["wall_s"] = time.perf_counter() - started  # since the loop began: checkpoints included
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
+            by_images.after_step(stage, engine, step, metrics, logger.run)
             callbacks.step_end(StepEnd(step=step, rank=rank, world=world, epoch=out.epoch, keys=out.keys, metrics=metrics,
                                        resumed=resumed, cfg=cfg, engine=engine))
             stop = _stop_requested(world, rank, driver.get("stop_key"))
