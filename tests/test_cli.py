@@ -1,4 +1,5 @@
 """The `vlv-ray` command: bad input ends in one line naming the problem and exit != 0."""
+import os
 import subprocess
 import sys
 
@@ -87,6 +88,40 @@ def test_prepare_then_inspect(tmp_path):
 def test_train_with_missing_dataset_is_one_line(tmp_path):
     r = vlv("train", "jobs/tiny.yaml", f"data.uri={tmp_path / 'nothing'}", f"storage_path={tmp_path / 'runs'}")
     assert_one_line_error(r, "manifest.json")
+
+
+def test_a_binary_file_or_a_directory_as_the_job_file(tmp_path):
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    assert_one_line_error(vlv("train", png), "photo.png: not a text file", "expected a job file")
+    assert_one_line_error(vlv("config", "show", png), "photo.png: not a text file")
+    assert_one_line_error(vlv("config", "show", tmp_path), f"{tmp_path}: a directory, expected a job file")
+
+
+def test_a_storage_path_under_a_regular_file_is_not_retried(tmp_path):
+    """ENOTDIR cannot heal: one line at once, no "retry 1/4" lines (RAY_ADDRESS: never reached)."""
+    from helpers import JOBS
+    (tmp_path / "file").write_text("")
+    data = tmp_path / "data"
+    from vlv_ray.data import shards, synthetic
+    synthetic.write_images(tmp_path / "img", n=2, seed=1)
+    shards.prepare(str(tmp_path / "img"), str(data), progress=False)
+    r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", JOBS / "tiny.yaml", f"data.uri={data}",
+                        f"storage_path={tmp_path / 'file' / 'runs'}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"vlv-ray: error: storage_path={tmp_path / 'file' / 'runs'}: cannot write the run directory "
+        f"{tmp_path / 'file' / 'runs' / 'tiny'} (Not a directory); expected a writable directory or bucket"]
+
+
+def test_a_json_error_reads_once(tmp_path):
+    from vlv_ray.data import shards
+
+    (tmp_path / "manifest.json").write_text('{"shards": "unterminated')
+    with pytest.raises(shards.DataError) as e:
+        shards.load_manifest(str(tmp_path))
+    assert "Unterminated string starting at: line 1 column 12" in str(e.value) and "at at" not in str(e.value)
 
 
 @pytest.mark.parametrize("flags, message", [

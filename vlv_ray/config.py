@@ -161,6 +161,15 @@ class LoggingConfig:
     eval_images: int = field(default=4, metadata=_range(1))
     eval_sample_steps: int = field(default=20, metadata=_range(1))  # diffusion steps per reconstruction
     eval_guidance: float = 2.0  # CFG scale (the paper reports CFG 2)
+    # Stage 1 measured by images seen (the paper's Table 5 in one run): each time the images
+    # seen pass one of these points (e.g. [6000000, 18000000, 40000000]), reconstruction FID on
+    # the first `eval_fid_images` images of `eval_data` (a prepared held-out set, the same images
+    # every time), with `eval_sample_steps` and `eval_guidance`; one line per point in
+    # <run>/eval.jsonl and wandb (vlv_ray/eval/during.py).
+    eval_every_images: list[int] = field(default_factory=list)
+    eval_data: str | None = None
+    eval_fid_images: int = field(default=1000, metadata=_range(2))
+    eval_features: str = "inception"  # or package.module:attribute (vlv_ray/eval/features.py)
 
 
 @dataclass
@@ -253,6 +262,12 @@ class JobConfig:
                               "runs DeepSpeed's CPU Adam)")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
+        log = self.logging
+        if log.eval_every_images and (self.stage != 1 or not log.eval_data):
+            raise ConfigError("logging.eval_every_images: needs stage 1 and logging.eval_data (a prepared held-out "
+                              "set)" if self.stage == 1 else "logging.eval_every_images: stage 1 only (reconstruction FID)")
+        if any(n < 1 for n in log.eval_every_images):
+            raise ConfigError(f"logging.eval_every_images: got {log.eval_every_images}, expected image counts ≥ 1")
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
@@ -345,10 +360,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: a directory, expected a job file (YAML)")
     if not p.is_file():
         raise ConfigError(f"{p}: no such job file")
     try:
-        data = yaml.load(p.read_text(), Loader=_Loader)
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as e:  # an image or other binary file given by mistake
+        raise ConfigError(f"{p}: not a text file (byte {e.start} is not UTF-8), expected a job file (YAML)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -9,14 +9,14 @@ import numpy as np
 from PIL import Image
 
 
-def side_by_side(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
-    """One row per image: the original, then its reconstruction (uint8 [n·res, 2·res, 3])."""
+def side_by_side(originals: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """One row per image: the original, then its reconstruction(s) (uint8 [n·res, k·res, 3])."""
     res = originals.shape[1]
-    return np.concatenate([np.concatenate([o, _fit(r, res)], axis=1)
-                           for o, r in zip(originals, reconstructions)], axis=0)
+    return np.concatenate([np.concatenate([o, *(fit(x, res) for x in xs)], axis=1)
+                           for o, *xs in zip(originals, *others)], axis=0)
 
 
-def _fit(image: np.ndarray, res: int) -> np.ndarray:
+def fit(image: np.ndarray, res: int) -> np.ndarray:
     """The decoder's output at the original's size (the VAE may decode at another one)."""
     if image.shape[:2] == (res, res):
         return image

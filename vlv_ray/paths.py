@@ -5,6 +5,7 @@
       logs/                           failure reports (train/failure.py)
       cost/ledger.json                cost (vlv_ray/cost)
       eval/                           periodic reconstructions / captions
+      eval.jsonl                      reconstruction FID by images seen (eval/during.py)
       rejects/                        rows the decode tasks dropped
       history.jsonl                   resumes with changed settings
       _LEASE.json                     the driver's lease (train/lease.py)
@@ -33,7 +34,8 @@ def absolutized(cfg):
     return dataclasses.replace(
         cfg, storage_path=absolutize(cfg.storage_path), model=model,
         data=dataclasses.replace(cfg.data, uri=absolutize(cfg.data.uri)),
-        logging=dataclasses.replace(cfg.logging, wandb_dir=absolutize(cfg.logging.wandb_dir)))
+        logging=dataclasses.replace(cfg.logging, wandb_dir=absolutize(cfg.logging.wandb_dir),
+                                    eval_data=absolutize(cfg.logging.eval_data) if cfg.logging.eval_data else None))
 
 
 def for_job(cfg):
@@ -77,6 +79,10 @@ class RunPaths:
     @property
     def eval(self) -> str:
         return self._at("eval")
+
+    @property
+    def eval_log(self) -> str:
+        return self._at("eval.jsonl")  # FID by images seen (vlv_ray/eval/during.py)
 
     @property
     def rejects(self) -> str:

@@ -8,6 +8,7 @@ never logged, and never baked into the filesystem object that Ray pickles to wor
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ SCHEMES = ("local path", "file://", "s3://", "gs://")
 # Environment variables that hold credentials: never written to a file, never logged, not
 # forwarded to Ray jobs unless asked. GOOGLE_APPLICATION_CREDENTIALS names a key file (or,
 # in some CI, holds the JSON inline); `redact` masks the secret fields inside it.
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY", "HF_TOKEN",
               "GOOGLE_APPLICATION_CREDENTIALS")
 _GCP_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 # `scheme://user:password@host`: credentials embedded in a URL (an endpoint, a proxy).
@@ -114,6 +115,10 @@ def exists(uri: str, **kw) -> bool:
 
 
 READ_ATTEMPTS = 5
+# Local errors that a retry cannot heal (a path under a regular file, a read-only disk, …).
+# pyarrow reports them as a plain OSError carrying the errno, so the type alone does not tell.
+PERMANENT_ERRNOS = (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+                    errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -> T:
@@ -121,7 +126,8 @@ def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -
 
     The S3 SDK retries 5xx answers and refused connections itself, but not a response
     whose body breaks off half-way (a dropped connection, a restarting server): pyarrow
-    reports that as an OSError. A missing file or a denied one is not retried.
+    reports that as an OSError. A missing file, a denied one, or any other local error
+    that cannot heal (PERMANENT_ERRNOS) is not retried.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -129,6 +135,8 @@ def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
         except OSError as e:
+            if e.errno in PERMANENT_ERRNOS:  # as its own type (NotADirectoryError, …), at once
+                raise OSError(e.errno, os.strerror(e.errno), what) from None
             if attempt == attempts:
                 raise
             delay = min(0.5 * 2 ** (attempt - 1), 8.0)
@@ -182,7 +190,12 @@ def write_bytes_atomic(uri: str, data: bytes, **kw) -> None:
 def probe_writable(uri: str, **kw) -> None:
     """Write and delete a small object beside `uri`: fail before the work, not after it."""
     probe = f"{uri}.probe-{uuid.uuid4().hex[:8]}"
-    write_bytes_atomic(probe, b"", **kw)
+    try:
+        write_bytes_atomic(probe, b"", **kw)
+    except OSError as e:  # name the path the caller gave, not the probe's
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), uri) from None
     delete(probe, **kw)
 
 

@@ -73,8 +73,9 @@ def test_out_in_a_read_only_dir_fails_before_the_work(good, tmp_path):
         ro.chmod(0o555)
     try:
         r = vlv("reconstruct", good / "stage1", good / "img", "--out", ro / "grid.png", "--steps", "1")
-        one_line(r, str(ro / "grid.png"))
+        one_line(r, f"{ro / 'grid.png'}: Read-only file system")  # the path given, not a probe file beside it
         assert "[reconstruct]" not in r.stderr  # no image was sampled first
-        one_line(vlv("caption", good / "stage1", good / "img", "--out", ro / "c.jsonl"), str(ro / "c.jsonl"))
+        one_line(vlv("caption", good / "stage1", good / "img", "--out", ro / "c.jsonl"),
+                 f"{ro / 'c.jsonl'}: Read-only file system")
     finally:
         subprocess.run(["umount", str(ro)], check=True) if root else ro.chmod(0o755)

@@ -69,6 +69,7 @@ def test_two_point_sweep_runs_as_tune_trials(ray_head, tmp_path):
             assert 0.0 <= float(x[k]) <= 1.0, (k, x)
         assert float(x["worker_hours"]) > 0 and float(x["usd"]) > 0  # the local node priced at $0.192/h
         assert float(x["stage1_loss"]) > 0 and float(x["wall_s"]) > 0
+        assert float(x["recon_fid"]) > 0 and 0.0 <= float(x["recon_accuracy"]) <= 1.0  # FID in miniature
 
     # The JSON line is the same rows; the table has a line per point; the plot is a real PNG.
     last = json.loads(r.stdout.strip().splitlines()[-1])

@@ -64,3 +64,6 @@ def test_fewer_queries_reconstruct_against_a_truncated_empty_prompt(tmp_path):
     x, _ = evaluate.held_out(2)
     out = evaluate.reconstructions(export, x, steps=2)
     assert out.shape == x.shape and out.dtype == np.uint8
+    f = evaluate.fid_in_miniature(x, out, steps=2)  # through vlv-ray eval's FID code, the reader's features
+    assert f["value"] > 0 and abs(evaluate.fid_in_miniature(x, x)["value"]) < 1e-4
+    assert f["protocol"]["images"] == 2 and f["protocol"]["features"].endswith("reader:feature_extractor, 64 features")

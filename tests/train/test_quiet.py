@@ -52,3 +52,22 @@ def test_a_run_and_its_resume_print_our_lines_and_no_library_noise(ray_head, tin
     # No compiled op: nothing in the default cache either (a fresh HOME).
     cache = tmp_path / "home" / ".cache" / "vlv-ray" / "torch_extensions"
     assert not any(p.suffix == ".so" for p in cache.rglob("*")), list(cache.rglob("*"))
+
+
+def test_a_run_attached_to_a_head_prints_no_library_noise(ray_head, tiny_dataset, tmp_path):
+    """`RAY_ADDRESS=… vlv-ray train` with another Ray instance on the machine: Ray Train's
+    preemption watcher logged an error line on every such run, and its placement-group
+    cleaner died with a 30-line "Found multiple active Ray instances" traceback."""
+    from conftest import start_ray_head
+
+    with start_ray_head():  # the other instance
+        r = subprocess.run(
+            ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}",
+             "name=attached", "max_steps=2", "optim.warmup_steps=0"],
+            cwd=_project(tmp_path), env=user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address),
+            capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "done: step 2" in out
+    assert [n for n in NOISE if n in out] == [], out
+    assert not re.search(r"\d \bE\b \d+ \d+\]|\[ERROR\]|Traceback", out), out

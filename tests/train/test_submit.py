@@ -1,13 +1,18 @@
 """Submitting to a real local Ray head, from a user's shell: a clean environment with the
 cluster's token in ~/.ray/auth_token and no RAY_AUTH_MODE exported, the user's own project
 directory as the working dir, and sentinel secrets that must not reach Ray's job records."""
+import json
+import re
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 from conftest import RAY_TOKEN, start_ray_head, user_env  # tests/ is on sys.path: its conftest.py is there
 from helpers import REPO, free_port
+
+from vlv_ray.train import integrity
 SENTINELS = {"AWS_ACCESS_KEY_ID": "AKIASENTINEL7f3a9c", "AWS_SECRET_ACCESS_KEY": "secret-sentinel-7f3a9c",
              "WANDB_API_KEY": "wandb-sentinel-7f3a9c"}
 
@@ -115,13 +120,76 @@ def test_rays_own_job_submit_as_the_readme_says(fresh_ray_head, tiny_dataset, tm
 
 def test_submit_to_an_unreachable_address_is_one_line(tmp_path):
     proj = _project(tmp_path)
-    address = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    address = f"http://127.0.0.1:{port}"
     r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml", "--address", address], cwd=proj,
                        env=user_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [
-        f"vlv-ray: error: --address {address}: no Ray dashboard answered; expected the head's dashboard, "
-        "e.g. http://HEAD:8265, with the cluster running"]
+        f"vlv-ray: error: --address {address}: nothing answered at 127.0.0.1:{port} (Connection refused); "
+        "expected the head's dashboard, e.g. http://HEAD:8265, with the cluster running"]
+
+
+def test_an_exported_dead_address_is_one_line_within_seconds(tmp_path):
+    """A GCS address in RAY_ADDRESS (no --address): Ray's client used to wait ≈ 35 s for it and
+    end in an RpcError traceback."""
+    proj = _project(tmp_path)
+    port = free_port()
+    start = time.monotonic()
+    r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml"], cwd=proj, capture_output=True, text=True,
+                       env=user_env(tmp_path / "home", RAY_ADDRESS=f"127.0.0.1:{port}"), timeout=300)
+    took = time.monotonic() - start
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines() == [
+        f"vlv-ray: error: RAY_ADDRESS 127.0.0.1:{port}: nothing answered at 127.0.0.1:{port} (Connection refused); "
+        "expected the head's dashboard, e.g. http://HEAD:8265, with the cluster running"]
+    assert took < 20, took  # the CLI's own start-up (imports) is most of it on a loaded machine
+
+
+def test_the_address_flag_wins_over_exported_addresses(fresh_ray_head, tmp_path):
+    """With a live cluster exported (as the README has users do), an explicit --address is the
+    one used: here a dead one, so nothing may reach the exported cluster."""
+    proj = _project(tmp_path)
+    before = len(json.loads(_api(f"{fresh_ray_head.dashboard}/api/jobs/")))
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml", "--address", dead], cwd=proj, capture_output=True,
+                       text=True, timeout=300, env=user_env(tmp_path / "home", RAY_ADDRESS=fresh_ray_head.address,
+                                                            RAY_API_SERVER_ADDRESS=fresh_ray_head.dashboard))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"vlv-ray: error: --address {dead}: nothing answered"), r.stderr
+    assert len(json.loads(_api(f"{fresh_ray_head.dashboard}/api/jobs/"))) == before
+
+
+def test_ray_job_stop_checkpoints_every_rank_and_the_log_follows_live(fresh_ray_head, tiny_dataset, tmp_path):
+    """`ray job stop` sends the driver SIGTERM: every rank checkpoints its current step and the
+    log says where it stopped and how to resume. The step lines show in `ray job logs` while
+    the job runs (its driver's stdout is a file)."""
+    proj, runs = _project(tmp_path), tmp_path / "runs"
+    env = user_env(tmp_path / "home")
+    r = subprocess.run(["vlv-ray", "submit", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}",
+                        "name=stopped", "max_steps=200", "checkpoint.every_steps=100", "--address",
+                        fresh_ray_head.dashboard], cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    job_id = r.stdout.split("submitted stopped as ")[1].split()[0]
+    ray_job = f"RAY_AUTH_MODE=token ray job {{}} --address {fresh_ray_head.dashboard} {job_id}"
+    deadline = time.time() + 400
+    while True:
+        logs = _sh(ray_job.format("logs"), cwd=proj, env=env, timeout=120).stdout
+        if re.search(r"step \d+/200 \|", logs):
+            break
+        status = _sh(ray_job.format("status"), cwd=proj, env=env, timeout=120).stdout
+        assert "RUNNING" in status or "PENDING" in status, status + logs[-3000:]
+        assert time.time() < deadline, f"no step line in `ray job logs` while the job ran:\n{logs[-3000:]}"
+        time.sleep(2)
+    stop = _sh(ray_job.format("stop"), cwd=proj, env=env, timeout=600)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    logs = _sh(ray_job.format("logs"), cwd=proj, env=env, timeout=120).stdout
+    m = re.search(r"vlv-ray: stopped by SIGTERM at step (\d+), checkpoint (\S+); resume with the same command: "
+                  r"vlv-ray train jobs/tiny\.yaml", logs)
+    assert m, logs[-3000:]
+    assert m.group(2) == str(runs / "stopped" / f"step-{int(m.group(1)):08d}")
+    assert integrity.problem(m.group(2)) is None  # every rank's files, marked complete
+    assert "was stopped" in _sh(ray_job.format("status"), cwd=proj, env=env, timeout=120).stdout
 
 
 def test_submit_refuses_a_job_file_outside_the_uploaded_directory(tmp_path):
@@ -172,6 +240,18 @@ def test_runtime_env_uploads_the_current_directory_with_its_excludes(tmp_path, m
         monkeypatch.setenv(k, v)
     env = runtime_env()
     assert env["working_dir"] == str(proj) and ".venv/" in env["excludes"]
+    # `ray job stop` gives the driver time to checkpoint every rank (Ray's default: 3 s).
+    assert int(env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) >= 300
     assert not set(SENTINELS) & set(env["env_vars"])
     forwarded = runtime_env(forward_secrets=True)["env_vars"]
     assert {k: forwarded[k] for k in SENTINELS} == SENTINELS
+
+
+def test_the_notice_names_every_secret_held_back(monkeypatch, capsys):
+    from vlv_ray.train.submit import _say_about_secrets
+
+    monkeypatch.setenv("HF_TOKEN", "hf_sentinel")
+    monkeypatch.setenv("WANDB_API_KEY", "w")
+    _say_about_secrets(False)
+    notice = capsys.readouterr().err
+    assert "WANDB_API_KEY, HF_TOKEN: the cluster's nodes supply credentials" in notice and "hf_sentinel" not in notice

@@ -5,8 +5,8 @@ with one line on stderr naming the problem and exit status 2; anything else is a
 and keeps its traceback.
 
 One module per command group, each parser beside its handler (`add_<cmd>_parser` above
-`cmd_<cmd>`): toy (demo, sweep), data, infer (caption, reconstruct), train (train,
-submit), launch, cost, config. A group's `add_parsers` registers its commands; `build_parser`
+`cmd_<cmd>`): toy (demo, sweep), data, infer (caption, reconstruct), eval (recon,
+caption), train (train, submit), launch, cost, config. A group's `add_parsers` registers its commands; `build_parser`
 calls them in the order `--help` lists them. Only this package speaks in flags.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ import os
 import sys
 
 from vlv_ray.cli import config, cost, data, infer, launch, toy, train
+from vlv_ray.cli import eval as eval_  # the module is named for its command; `eval_` spares the builtin
 from vlv_ray.cli.common import user_errors
 
 _PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EDQUOT)
-GROUPS = (toy, data, infer, train, launch, cost, config)
+GROUPS = (toy, data, infer, eval_, train, launch, cost, config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from vlv_ray.train.failure import TrainingFailed
 
+    # Every line shows when printed, also when stdout is a file or a pipe (`> log`, a submitted
+    # job's log that `ray job logs --follow` reads): Python would hold it in an 8 KiB block.
+    # This covers Ray's forwarded worker lines too: it prints them to this same stream.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
@@ -51,6 +57,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vlv-ray: error: {e.filename}: {e.strerror or os.strerror(e.errno)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # 128 + the signal's number, as a shell reports it
         print("vlv-ray: interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)

@@ -1,6 +1,7 @@
 """`vlv-ray train` and `vlv-ray submit`: run a job here, or on a Ray cluster (vlv_ray/train)."""
 from __future__ import annotations
 
+import shlex
 import sys
 
 from vlv_ray.cli.common import in_flags, job_args
@@ -27,8 +28,14 @@ def cmd_train(args) -> int:
     from vlv_ray.train import launch
 
     cfg, paths = for_job(load_job(args.job, args.overrides))
-    with in_flags(allow_changes="--allow-changes"):
-        result = launch.run(cfg, paths=paths, local=args.local, allow_changes=args.allow_changes)
+    again = shlex.join(["vlv-ray", "train", args.job, *args.overrides, *(["--allow-changes"] * args.allow_changes)])
+    try:
+        with in_flags(allow_changes="--allow-changes"):
+            result = launch.run(cfg, paths=paths, local=args.local, allow_changes=args.allow_changes,
+                                resume_hint=again)
+    except launch.Stopped as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C): every rank checkpointed
+        print(f"vlv-ray: {e}", file=sys.stderr)
+        return e.exit_code
     return _report_result(result, paths)
 
 

@@ -68,7 +68,7 @@ def load_manifest(uri: str, **kw) -> Manifest:
                             f"({PROGRESS} is there): run it again to resume") from None
         raise DataError(f"{m_uri}: not found; run `vlv-ray data prepare` first") from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{m_uri}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise DataError(f"{m_uri}: not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{m_uri}: expected a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:

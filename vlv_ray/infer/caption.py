@@ -32,8 +32,8 @@ def caption(ckpt: str, items: list[str], *, out: str | None = None, beams: int =
     torch.manual_seed(seed)
     records, t0 = [], time.time()
     for chunk, arrays in image_inputs.batches(uris, meta["resolution"], batch_size, **kw):
-        texts = model.caption(torch.from_numpy(arrays), max_new_tokens=max_new_tokens, num_beams=beams,
-                              do_sample=sample, temperature=temperature, top_p=top_p)
+        texts = caption_batch(model, torch.from_numpy(arrays), beams=beams, max_new_tokens=max_new_tokens,
+                              sample=sample, temperature=temperature, top_p=top_p)
         records += [{"image": u, "caption": t} for u, t in zip(chunk, texts)]
         if progress:
             print(f"[caption] {len(records)}/{len(uris)} images, {len(records) / (time.time() - t0):.2f} img/s",
@@ -42,3 +42,10 @@ def caption(ckpt: str, items: list[str], *, out: str | None = None, beams: int =
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         storage.write_bytes_atomic(out, lines.encode(), **kw)
     return records
+
+
+def caption_batch(model, images: torch.Tensor, *, beams: int = 4, max_new_tokens: int = 300, sample: bool = False,
+                  temperature: float = 1.0, top_p: float = 1.0) -> list[str]:
+    """uint8 [B, H, W, 3] → one caption each, with the generation settings `vlv-ray caption` takes."""
+    return model.caption(images, max_new_tokens=max_new_tokens, num_beams=beams, do_sample=sample,
+                         temperature=temperature, top_p=top_p)

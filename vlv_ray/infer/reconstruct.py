@@ -31,16 +31,12 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
     storage.probe_writable(out, **kw)  # a read-only --out fails now, not after the sampling
     encoder, decoder, meta = export.load_stage1(ckpt, **kw)
     res = meta["resolution"]
-    tokenizer = _sd_tokenizer(meta.get("stable_diffusion"))
+    tokenizer = sd_tokenizer(meta.get("stable_diffusion"))
     generator = torch.Generator().manual_seed(seed)
     rows, done, t0 = [], 0, time.time()
     for chunk, arrays in image_inputs.batches(uris, res, batch_size, **kw):
-        with torch.no_grad():
-            embeds = encoder(torch.from_numpy(arrays))
-            cond = decoder.condition(embeds)
-            uncond = decoder.empty_prompt(len(chunk), tokenizer, positions=cond.shape[1])
-            recon = decoder.sample(cond, uncond, steps=steps, guidance=guidance, scheduler=scheduler,
-                                   generator=generator, resolution=res)
+        recon = reconstruct_batch(encoder, decoder, torch.from_numpy(arrays), tokenizer=tokenizer, steps=steps,
+                                  guidance=guidance, scheduler=scheduler, generator=generator, resolution=res)
         rows.append(side_by_side(arrays, recon.numpy()))
         done += len(chunk)
         if progress:
@@ -53,7 +49,19 @@ def reconstruct(ckpt: str, items: list[str], *, out: str, steps: int = 50, guida
             "seed": seed, "scheduler": scheduler or "DDIMScheduler", "step": meta["step"]}
 
 
-def _sd_tokenizer(sd_path: str | None):
+@torch.no_grad()
+def reconstruct_batch(encoder, decoder, images: torch.Tensor, *, tokenizer=None, steps: int, guidance: float,
+                      scheduler: str | None = None, generator: torch.Generator | None = None,
+                      resolution: int | None = None) -> torch.Tensor:
+    """uint8 [B, H, W, 3] (on the encoder's device) → reconstructions, uint8 [B, h, w, 3] on the CPU:
+    caption embeddings → the frozen decoder's CFG sampling (unconditional: the empty prompt)."""
+    cond = decoder.condition(encoder(images))
+    uncond = decoder.empty_prompt(len(images), tokenizer, positions=cond.shape[1])
+    return decoder.sample(cond, uncond, steps=steps, guidance=guidance, scheduler=scheduler, generator=generator,
+                          resolution=resolution)
+
+
+def sd_tokenizer(sd_path: str | None):
     if not sd_path:
         return None  # tiny preset: the empty prompt's ids come from the text config
     from transformers import CLIPTokenizer

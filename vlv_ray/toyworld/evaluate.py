@@ -19,6 +19,10 @@ from vlv_ray.toyworld import reader as attribute_reader
 from vlv_ray.toyworld import world
 
 
+FID_FEATURES = "vlv_ray.toyworld.reader:feature_extractor"  # FID in miniature: the reader's features
+RECON_STEPS, RECON_GUIDANCE = 20, 3.0  # how `reconstructions` samples by default
+
+
 def held_out(n: int, seed: int = attribute_reader.HELD_OUT_SEED) -> tuple[np.ndarray, list[dict[str, str]]]:
     """n images of a world seed used by no training set (uint8 [n, 32, 32, 3]) and their attributes."""
     return world.arrays(seed, n)
@@ -37,20 +41,31 @@ def caption_accuracy(stage2_uri: str, images: np.ndarray, truth: list[dict[str, 
 
 
 @torch.no_grad()
-def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = 20, guidance: float = 3.0, seed: int = 0,
-                    batch: int = 128, **kw) -> np.ndarray:
+def reconstructions(stage1_uri: str, images: np.ndarray, *, steps: int = RECON_STEPS,
+                    guidance: float = RECON_GUIDANCE, seed: int = 0, batch: int = 128, **kw) -> np.ndarray:
     """The teacher's CFG samples from each image's stage-1 caption embeddings (uint8 like `images`)."""
+    from vlv_ray.infer.reconstruct import reconstruct_batch
     from vlv_ray.models import export
 
     encoder, decoder, meta = export.load_stage1(stage1_uri, **kw)
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch])
-        cond = decoder.condition(encoder(x))
-        out.append(decoder.sample(cond, decoder.empty_prompt(len(x), positions=cond.shape[1]), steps=steps, guidance=guidance, generator=g,
-                                  resolution=meta["resolution"]).numpy())
-    return np.concatenate(out)
+    return np.concatenate([reconstruct_batch(encoder, decoder, torch.from_numpy(images[i:i + batch]), steps=steps,
+                                             guidance=guidance, generator=g, resolution=meta["resolution"]).numpy()
+                           for i in range(0, len(images), batch)])
+
+
+def fid_in_miniature(originals: np.ndarray, generated: np.ndarray, *, guidance: float | None = RECON_GUIDANCE,
+                     steps: int | None = RECON_STEPS, seed: int = 0) -> dict:
+    """FID of `generated` against `originals` with the attribute reader as the extractor,
+    through the code `vlv-ray eval` reduces with, and the protocol that produced it."""
+    from vlv_ray.eval.features import describe
+    from vlv_ray.eval.fid import fid_of_images
+
+    value, dim = fid_of_images(originals, generated, FID_FEATURES)
+    return {"value": value, "protocol": {"images": len(originals), "resolution": world.SIZE,
+                                         "resize": "none (world images and the teacher's samples are 32 px)",
+                                         "features": describe(FID_FEATURES, dim), "guidance": guidance,
+                                         "steps": steps, "seed": seed}}
 
 
 @torch.no_grad()
@@ -110,3 +125,29 @@ def pairs_grid(originals: np.ndarray, others: np.ndarray, *, n: int = 16, per_ro
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     im = Image.fromarray(np.concatenate(rows, axis=0))
     return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
+
+def fid_reading(n: int = 200, workdir: str | Path = "vlv-fid-reading") -> list[dict]:
+    """What FID in miniature reads, beside attribute accuracy, on the committed teacher: n
+    held-out originals against other world images (FID's floor), the teacher's samples from
+    the true captions and from other images' captions, and an untrained encoder's reconstructions."""
+    from vlv_ray.toyworld.assets import TEACHER_DIR
+
+    x, truth = held_out(n)
+    shuffled = [truth[i] for i in np.random.default_rng(0).permutation(n)]
+    untrained = untrained_stage1(Path(workdir) / "untrained-stage1", num_queries=4, resolution=world.SIZE,
+                                 sd_path=str(TEACHER_DIR))
+    sets = {"other world images (seed 3)": world.arrays(3, n)[0],
+            "teacher samples from the true captions": teacher_samples(str(TEACHER_DIR), truth),
+            "teacher samples from other images' captions": teacher_samples(str(TEACHER_DIR), shuffled),
+            "reconstructions, untrained stage-1 encoder": reconstructions(untrained, x)}
+    return [{"set": k, "attribute_accuracy": read_accuracy(v, truth)["overall"], "fid": fid_in_miniature(x, v)}
+            for k, v in sets.items()]
+
+
+if __name__ == "__main__":  # python -m vlv_ray.toyworld.evaluate [N]: the README's FID-in-miniature table
+    import json
+    import sys
+
+    for row in fid_reading(int(sys.argv[1]) if len(sys.argv) > 1 else 200):
+        print(json.dumps(row), flush=True)

@@ -3,7 +3,9 @@
 
 world data for N images (a fraction of them captioned) → stage 1 on the images only
 (Ray Train + DeepSpeed) → stage 2 on the captioned ones → captions for held-out images and
-their attribute accuracy → worker-hours and dollars.
+their attribute accuracy; reconstructions of the same images, their attribute accuracy and
+their FID in miniature (the reader's features, through `vlv-ray eval`'s FID code) →
+worker-hours and dollars.
 
 The demo runs one point and adds its comparisons; a sweep runs one per Ray Tune trial.
 """
@@ -14,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from vlv_ray.toyworld import evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR
@@ -96,6 +100,7 @@ class Stages:
 class PointResult:
     metrics: dict  # what a report shows: accuracy, losses, seconds, cost, sizes
     captions: list[str]  # the held-out captions, in order
+    reconstructions: np.ndarray  # the held-out images reconstructed from stage 1's caption embeddings
     stage1_export: Path
     stage2_run: Path
     stage1: tuple[dict, float]  # (its metrics, wall seconds), for a caller adding runs to the cost
@@ -137,15 +142,19 @@ def point(work: str | Path, *, images: int, paired_fraction: float = 0.1, held_o
     (work / "captions.jsonl").write_text("".join(
         json.dumps({"index": i, "caption": c, "truth": world.caption_of(t)}) + "\n"
         for i, (c, t) in enumerate(zip(captions, truth))))
+    say(f"reconstructing the {held_out} held-out images from their stage-1 caption embeddings")
+    recon = evaluate.reconstructions(str(export1), x)
+    recon_accuracy, recon_fid = evaluate.read_accuracy(recon, truth), evaluate.fid_in_miniature(x, recon)
     seconds["evaluate_s"] = time.time() - t0
     seconds["total_s"] = time.time() - t_start
 
     metrics = {
         "images": images, "queries": s1["queries"], "paired_images": paired, "held_out_images": held_out,
         "caption_accuracy": accuracy,
+        "reconstruction_accuracy": recon_accuracy, "reconstruction_fid": recon_fid,
         "stage1_final_loss": s1.get("loss"), "stage2_final_loss": s2.get("loss"),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "cost": runs_cost([(s1, seconds["stage1_s"]), (s2, seconds["stage2_s"])]),
     }
-    return PointResult(metrics, captions, export1, runs_dir(work) / s2_name, (s1, seconds["stage1_s"]),
+    return PointResult(metrics, captions, recon, export1, runs_dir(work) / s2_name, (s1, seconds["stage1_s"]),
                        (s2, seconds["stage2_s"]))

@@ -105,8 +105,10 @@ def _progress_callback(total: int):
         def on_trial_complete(self, iteration, trials, trial, **info):
             m = trial.last_result or {}
             acc = (m.get("caption_accuracy") or {}).get("overall")
+            fid = (m.get("reconstruction_fid") or {}).get("value", float("nan"))
             _say(f"point done: {trial.config['images']} images, {trial.config['queries']} queries: caption accuracy "
-                 f"{acc:.1%}, ${(m.get('cost') or {}).get('usd', 0):.4f}, {self._took(trial):.0f}s"
+                 f"{acc:.1%}, reconstruction FID {fid:.3f}, ${(m.get('cost') or {}).get('usd', 0):.4f}, "
+                 f"{self._took(trial):.0f}s"
                  if acc is not None else f"point done: {trial.config['images']} images (no metrics)")
 
         def on_trial_error(self, iteration, trials, trial, **info):

@@ -1,5 +1,10 @@
 """A sweep's rows → `sweep.csv`, `sweep.md` (a markdown table) and `sweep.png` (accuracy vs
-images and vs dollars, one line per query count). One row per point, failed ones included."""
+images and vs dollars, one line per query count). One row per point, failed ones included.
+
+Each point also has its reconstruction FID in miniature; the table ends with the Spearman
+rank correlation across points of that FID with caption and reconstruction accuracy
+(torchmetrics' `spearman_corrcoef`): negative when FID falls where accuracy rises, the
+evidence that the full-scale metric reads learning."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +15,7 @@ from vlv_ray.toyworld.world import ATTRIBUTES
 
 # The columns of the CSV, in order; the table shows the same with friendlier headers.
 COLUMNS = ["images", "queries", "paired_images", "status", "accuracy", *(f"accuracy_{a}" for a in ATTRIBUTES),
-           "stage1_loss", "stage2_loss", "wall_s", "worker_hours", "usd", "error"]
+           "recon_accuracy", "recon_fid", "stage1_loss", "stage2_loss", "wall_s", "worker_hours", "usd", "error"]
 
 
 def row(config: dict, metrics: dict | None, error: str | None) -> dict:
@@ -22,7 +27,9 @@ def row(config: dict, metrics: dict | None, error: str | None) -> dict:
         return out
     acc = metrics["caption_accuracy"]
     out.update(status="ok", accuracy=acc["overall"], **{f"accuracy_{a}": acc[a] for a in ATTRIBUTES},
-               stage1_loss=metrics["stage1_final_loss"], stage2_loss=metrics["stage2_final_loss"],
+               recon_accuracy=metrics["reconstruction_accuracy"]["overall"],
+               recon_fid=metrics["reconstruction_fid"]["value"], stage1_loss=metrics["stage1_final_loss"],
+               stage2_loss=metrics["stage2_final_loss"],
                wall_s=metrics["seconds"]["total_s"], worker_hours=metrics["cost"]["worker_hours"],
                usd=metrics["cost"]["usd"])
     return out
@@ -44,8 +51,8 @@ def _num(v: float | None, fmt: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["images", "queries", "paired images", "caption accuracy", *ATTRIBUTES, "stage-1 loss", "wall s",
-            "worker-hours", "$"]
+    head = ["images", "queries", "paired images", "caption accuracy", *ATTRIBUTES, "recon accuracy",
+            "recon FID", "stage-1 loss", "wall s", "worker-hours", "$"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["status"] != "ok":
@@ -53,10 +60,33 @@ def markdown(rows: list[dict]) -> str:
                      f"failed: {r['error']}".replace("|", "/"), *[""] * (len(head) - 4)]
         else:
             cells = [str(r["images"]), str(r["queries"]), str(r["paired_images"]), f"**{_pct(r['accuracy'])}**",
-                     *(_pct(r[f"accuracy_{a}"]) for a in ATTRIBUTES), _num(r["stage1_loss"], ".4f"),
+                     *(_pct(r[f"accuracy_{a}"]) for a in ATTRIBUTES), _pct(r["recon_accuracy"]),
+                     _num(r["recon_fid"], ".3f"), _num(r["stage1_loss"], ".4f"),
                      _num(r["wall_s"], ".0f"), _num(r["worker_hours"], ".4f"), _num(r["usd"], ".4f")]
         lines.append("| " + " | ".join(cells) + " |")
+    rho = rank_correlations(rows)
+    if rho:
+        lines.append("\nSpearman rank correlation across points of reconstruction FID with caption accuracy "
+                     f"{rho['caption']:+.2f}, with reconstruction accuracy {rho['reconstruction']:+.2f} "
+                     f"({rho['points']} points; negative: FID falls where accuracy rises)")
     return "\n".join(lines) + "\n"
+
+
+def rank_correlations(rows: list[dict]) -> dict | None:
+    """Spearman's ρ of reconstruction FID with caption and reconstruction accuracy over the
+    points that finished (None below 3 points, where a rank correlation says nothing)."""
+    import torch
+    from torchmetrics.functional import spearman_corrcoef
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get("recon_fid") not in (None, "")]
+    if len(ok) < 3:
+        return None
+    fid = torch.tensor([float(r["recon_fid"]) for r in ok], dtype=torch.float64)
+
+    def rho(key: str) -> float:
+        return float(spearman_corrcoef(fid, torch.tensor([float(r[key]) for r in ok], dtype=torch.float64)))
+
+    return {"caption": rho("accuracy"), "reconstruction": rho("recon_accuracy"), "points": len(ok)}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

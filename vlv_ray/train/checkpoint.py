@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig
 from vlv_ray.paths import RunPaths
-from vlv_ray.train import integrity
+from vlv_ray.train import integrity, lease
 from vlv_ray.train.callbacks import Callbacks
 from vlv_ray.train.state import TrainerState
 from vlv_ray.train.integrity import COMPLETE, DIR_RE, STATE_FILE  # noqa: F401 (the layout's names)
@@ -50,8 +50,9 @@ class Checkpointer:
     """When the loop checkpoints, and through what: `save` below writes the files."""
 
     def __init__(self, cfg: JobConfig, paths: RunPaths, rank: int, *, local: bool = False,
-                 callbacks: Callbacks | None = None):
+                 callbacks: Callbacks | None = None, lease_owner: str | None = None):
         self.cfg, self.paths, self.rank, self.local, self.callbacks = cfg, paths, rank, local, callbacks
+        self.lease_owner = lease_owner  # the driver's lease; None: no lease (--local)
 
     def due(self, step: int, stop: bool) -> bool:
         """Every `checkpoint.every_steps`, at the last step, and whenever the run must stop now."""
@@ -64,6 +65,8 @@ class Checkpointer:
         if self.local:  # local mode (--local) is for debugging: Ray does not persist its checkpoints
             ray.train.report(metrics)
             return
+        # A driver that lost its lease (another took the run over) writes nothing more.
+        lease.check_owned(self.paths.run, self.lease_owner, **self.paths.storage)
         callbacks = self.callbacks
         on_phase = (lambda phase: callbacks.checkpoint_phase(phase, state.step, self.rank)) if callbacks else None
         save(engine, state.to_dict(), metrics, self.rank, self.cfg, self.paths, on_phase=on_phase)
@@ -80,6 +83,12 @@ def save(engine, state: dict[str, Any], metrics: dict[str, Any], rank: int, cfg:
 
     staging = Path(tempfile.mkdtemp(prefix="vlv-ckpt-"))
     name = dir_name(state["step"])
+    target = storage.join(paths.checkpoints, name)
+    if rank == 0 and not storage.exists(storage.join(target, COMPLETE), **paths.storage):
+        # An incomplete save of this step (a crashed one, or one left by the driver this run
+        # took over): start from an empty directory. Before `report`, which no rank's upload passes
+        # until every rank has entered it.
+        integrity.remove(target, **paths.storage)
     try:
         engine.save_checkpoint(str(staging), tag=TAG)
         if rank == 0:
@@ -126,18 +135,20 @@ def newest_verified(paths: RunPaths, *, clean: bool = False, say=print) -> tuple
                 continue
             except ValueError as e:
                 why = f"unreadable {STATE_FILE} ({e})"
-        say(f"[vlv-ray] skipping checkpoint {uri}: {why}" + ("; deleted it" if clean else ""), flush=True)
+        say(f"[vlv-ray] skipping checkpoint {uri}: {why}" + ("; deleted it" if clean else "; left it in place"),
+            flush=True)
         if clean:
             integrity.remove(uri, **kw)
     return chosen
 
 
-def find(paths: RunPaths) -> tuple[Any, dict[str, Any]]:
-    """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {})."""
+def find(paths: RunPaths, *, clean: bool = True) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, trainer state) of the newest checkpoint that verifies, or (None, {}).
+    Rank 0 deletes newer incomplete ones when `clean` (not in a run taken over: see lease.py)."""
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    found = newest_verified(paths, clean=rank == 0, say=print if rank == 0 else _quiet)
+    found = newest_verified(paths, clean=clean and rank == 0, say=print if rank == 0 else _quiet)
     if found is None:
         return None, {}
     fs, path = storage.resolve(found[0], **paths.storage)

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from vlv_ray import storage
+from vlv_ray.storage import StorageError
 from vlv_ray.config import JobConfig
 from vlv_ray.paths import RunPaths, for_job
 from vlv_ray.train import auth, quiet
@@ -33,14 +34,18 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     # second when the state API is slow or absent (a local cluster has no dashboard);
     # errors still show.
     logging_config = ray.LoggingConfig(log_level="ERROR")
+    # Ray Train's preemption watcher logs an error-level line (its actor's restart arguments)
+    # on every run, local or attached. Spot notices are ours to handle: a worker's SIGTERM
+    # checkpoints and resumes (preempt.py). Ray Train passes this variable on to its controller.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if address:
         auth.use_token_if_available()  # Ray sends the token only when told to
-        ray.init(address=address, log_to_driver=True, logging_config=logging_config)
+        # Ray Train's placement-group cleaner (a detached actor on the head) finds the state
+        # API by looking for "the" Ray instance on its machine; with two there it dies with a
+        # 30-line traceback. Tasks and actors of this job are told the cluster's address.
+        job_env = {"env_vars": {"RAY_ADDRESS": address}} if _is_gcs_address(address) else None
+        ray.init(address=address, log_to_driver=True, logging_config=logging_config, runtime_env=job_env)
         return
-    # Nothing drains the nodes of a cluster this process starts, so Ray Train's preemption
-    # watcher has nothing to watch; it only logs an error-level line (its actor's restart
-    # arguments) on every run. Spot SIGTERMs are ours to handle anyway (preempt.py).
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Token auth, as Ray's default for a new cluster, without its warning saying so.
     auth.use_token_for_new_cluster()
     # Ray Train's placement-group cleaner (a detached actor) finds the state API by looking
@@ -70,6 +75,12 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
                 os.environ[k] = v
 
 
+def _is_gcs_address(address: str) -> bool:
+    """HOST:PORT of a cluster's GCS (not "auto", not a ray:// client address), and not inside a
+    submitted job, whose runtime env Ray has set already."""
+    return "://" not in address and ":" in address and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ
+
+
 def _free_port() -> int:
     import socket
 
@@ -78,10 +89,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_trainer(cfg: JobConfig, paths: RunPaths, *, local: bool = False):
-    """`cfg` and `paths` as `paths.for_job` makes them (local paths absolute)."""
+def build_trainer(cfg: JobConfig, paths: RunPaths, *, local: bool = False, lease=None, stop_key: str | None = None):
+    """`cfg` and `paths` as `paths.for_job` makes them (local paths absolute). `lease`: the
+    driver's (its owner id lets workers check they still hold the run); `stop_key`: the flag
+    `preempt.DriverStop` sets when the driver is told to stop."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    class Trainer(TorchTrainer):
+        def _register_sigint_handler(self, controller) -> None:
+            """Ray Train's Ctrl-C handler aborts the workers without a checkpoint; the driver's
+            SIGINT is `preempt.DriverStop`'s, which has every rank checkpoint first."""
 
     fs, run_root = storage.resolve(cfg.storage_path, **paths.storage)
 
@@ -106,8 +124,10 @@ def build_trainer(cfg: JobConfig, paths: RunPaths, *, local: bool = False):
         # go to its log files only; our step lines say what matters.
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
     )
-    loop_config = {"job": cfg.to_dict(redact=False), "paths": paths.to_dict(), "local": local}
-    return TorchTrainer(
+    driver = {"stop_key": stop_key, "lease_owner": lease.me["owner"] if lease else None,
+              "took_over": bool(lease and lease.took_over)}
+    loop_config = {"job": cfg.to_dict(redact=False), "paths": paths.to_dict(), "local": local, "driver": driver}
+    return Trainer(
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=scaling,
@@ -138,17 +158,28 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     train_worker(loop_config)
 
 
-def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, allow_changes: bool = False):
+class Stopped(Exception):
+    """The driver was told to stop (SIGTERM/SIGINT) and every rank checkpointed; the message
+    says where and how to resume, `exit_code` is 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, allow_changes: bool = False,
+        resume_hint: str = ""):
     """Run (or resume: same name + storage_path) a training job; return Ray's `Result`.
 
     `paths`: the run's, from `paths.for_job(cfg)` where the caller loaded the job (then `cfg`
-    is that call's absolutized job); built here when not given.
+    is that call's absolutized job); built here when not given. Raises `Stopped` when a
+    SIGTERM/SIGINT stopped it (`resume_hint`: the command to name).
     """
     import ray.train
 
     from vlv_ray.cost.tracker import track
     from vlv_ray.data.pipeline import shard_paths
-    from vlv_ray.train import precheck
+    from vlv_ray.train import precheck, preempt
 
     if paths is None:
         cfg, paths = for_job(cfg)
@@ -157,8 +188,10 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     precheck.stage1_export(cfg, paths)
     # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
     lease = None if local else precheck.take_lease(cfg, paths)
+    stop = preempt.DriverStop()
     try:
-        precheck.resume_settings(cfg, paths, allow_changes=allow_changes)
+        # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
+        precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
         quiet.apply_to_this_process(cfg.scaling.use_gpu)
         ensure_ray()
         if not local:
@@ -169,18 +202,34 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
         # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
         # a --local debugging run writes no ledger.
         metered = contextlib.nullcontext() if local else track(cfg, paths)
+        trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
         try:
-            with metered:
-                result = build_trainer(cfg, paths, local=local).fit()
+            with metered, stop:  # from here a SIGTERM/SIGINT has every rank checkpoint, then end
+                stop.armed = not local
+                result = trainer.fit()
         except ray.train.TrainingFailedError as e:
             from vlv_ray.train.failure import TrainingFailed, describe
 
             raise TrainingFailed(describe(e, paths)) from None
+        if stop.signum is not None and result.error is None:
+            raise Stopped(_stopped_line(cfg, result, stop, resume_hint), stop.exit_code)
+        if lease is not None and lease.lost:
+            raise StorageError(f"{paths.run}: another driver took over the run ({lease.lost}); "
+                               "this one exported nothing")
         _after(cfg, paths, result, local)
     finally:
         if lease is not None:
             lease.release()
     return result
+
+
+def _stopped_line(cfg: JobConfig, result, stop, resume_hint: str) -> str:
+    import signal
+
+    step = (result.metrics or {}).get("step")
+    where = f"at step {step}, checkpoint {result.checkpoint.path}" if result.checkpoint else "before its first step"
+    again = resume_hint or f"vlv-ray train JOB name={cfg.name} storage_path={cfg.storage_path}"
+    return f"stopped by {signal.Signals(stop.signum).name} {where}; resume with the same command: {again}"
 
 
 def _after(cfg: JobConfig, paths: RunPaths, result, local: bool) -> None:

@@ -1,9 +1,17 @@
 """One driver per run: a lease object in the run directory, kept alive by a heartbeat.
 
-`<storage_path>/<name>/_LEASE.json` holds {owner, host, pid, user, started, heartbeat}.
-A second driver with the same name and storage path finds a live lease and stops with one
-line naming its holder; a lease whose heartbeat is older than `checkpoint.lease_timeout_s`
-was left by a driver that died, and is taken over with a line saying so.
+`<storage_path>/<name>/_LEASE.json` holds {owner, host, pid, user, started, heartbeat,
+heartbeat_s, timeout_s}. A second driver with the same name and storage path finds a live
+lease and stops with one line naming its holder. Whether a lease is stale is judged by the
+*holder's* own timeout, recorded in the lease: a newcomer started with a shorter
+`checkpoint.lease_timeout_s` must not take a run whose holder beats less often than that.
+A lease silent for longer than its holder's timeout was left by a driver that died (or
+hangs), and is taken over with a line saying so.
+
+The holder fences itself: its heartbeat stops once it finds the lease taken, and the run's
+workers check `owned()` before every checkpoint and stop without writing when another
+driver holds the run (train/checkpoint.py). A takeover deletes nothing a holder
+that only hangs could still be writing (train/precheck.py).
 
 It is a plain object written through `storage`, so it works the same on a local disk and
 on S3, which has no locks. Two drivers starting within the same instant could both see no
@@ -31,6 +39,36 @@ class LeaseHeld(StorageError):
     """Another live driver holds the run."""
 
 
+class LeaseLost(RuntimeError):
+    """This run's driver no longer holds the run: another driver took it over."""
+
+
+def holder_timeout(holder: dict[str, Any], default: float) -> float:
+    """The holder's own timeout (leases written before it was recorded: `default`)."""
+    try:
+        return float(holder["timeout_s"])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def owned(run: str, owner: str, **kw) -> bool:
+    """Whether the lease of `run` is still held by `owner` (workers ask before writing)."""
+    try:
+        holder = storage.read_json(storage.join(run, LEASE_FILE), **kw)
+    except FileNotFoundError:
+        return False
+    except ValueError:  # a torn write on a store without atomic puts: the next read decides
+        return True
+    return isinstance(holder, dict) and holder.get("owner") == owner
+
+
+def check_owned(run: str, owner: str | None, **kw) -> None:
+    """Raise LeaseLost unless `owner` (None: no lease, a --local run) still holds `run`."""
+    if owner is not None and not owned(run, owner, **kw):
+        raise LeaseLost(f"{storage.join(run, LEASE_FILE)}: another driver took over this run; "
+                        "this one stops without writing")
+
+
 def describe(holder: dict[str, Any], now: float) -> str:
     age = now - float(holder.get("heartbeat", 0))
     return (f"pid {holder.get('pid')} on {holder.get('host')} (user {holder.get('user')}), "
@@ -42,10 +80,11 @@ class Lease:
         self.uri = storage.join(run, LEASE_FILE)
         self.timeout_s, self.settle_s, self.kw = timeout_s, settle_s, kw
         self.me = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
-                   "user": _user(), "started": time.time()}
+                   "user": _user(), "started": time.time(), "heartbeat_s": timeout_s / 4, "timeout_s": timeout_s}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost: str | None = None  # set when another driver took the lease from us
+        self.took_over: dict[str, Any] | None = None  # the stale holder this driver replaced
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -62,11 +101,13 @@ class Lease:
         holder = self._read()
         now = time.time()
         if holder and holder.get("owner") != self.me["owner"]:
-            if now - float(holder.get("heartbeat", 0)) < self.timeout_s:
+            timeout = holder_timeout(holder, self.timeout_s)  # the holder's, not ours
+            if now - float(holder.get("heartbeat", 0)) <= timeout:
                 raise LeaseHeld(f"{self.uri}: the run is in use by {describe(holder, now)}; wait for it to end, "
                                 f"or use another name")
             say(f"[vlv-ray] taking over the run from {describe(holder, now)} "
-                f"(stale: no heartbeat for {self.timeout_s:.0f}s)", flush=True)
+                f"(stale: no heartbeat for longer than its timeout of {timeout:.0f}s)", flush=True)
+            self.took_over = holder
         self._write()
         time.sleep(self.settle_s)  # a driver that started at the same instant has written by now
         holder = self._read()
@@ -78,13 +119,14 @@ class Lease:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.timeout_s / 4):
+        while not self._stop.wait(self.me["heartbeat_s"]):
             try:
                 holder = self._read()
-                if holder and holder.get("owner") != self.me["owner"]:
-                    self.lost = describe(holder, time.time())
+                if holder is None or holder.get("owner") != self.me["owner"]:
+                    # Taken, or deleted by a driver that took it and has ended: not ours either way.
+                    self.lost = describe(holder, time.time()) if holder else "a driver that has released it"
                     print(f"[vlv-ray] warning: {self.uri} was taken over by {self.lost}; "
-                          "this run no longer owns its checkpoints", flush=True)
+                          "this run no longer owns its checkpoints and writes none", flush=True)
                     return
                 self._write()
             except OSError as e:  # a storage hiccup: the next beat tries again

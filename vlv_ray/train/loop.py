@@ -18,11 +18,12 @@ import torch
 
 from vlv_ray.config import JobConfig, from_dict
 from vlv_ray.paths import RunPaths
-from vlv_ray.train import checkpoint, preempt
+from vlv_ray.train import checkpoint, lease, preempt
 from vlv_ray.train.batches import Batches
 from vlv_ray.train.callbacks import Callbacks, StepEnd
 from vlv_ray.train.checkpoint import Checkpointer
 from vlv_ray.cost.live import LiveCost
+from vlv_ray.eval.during import ImagesSeenEval
 from vlv_ray.models import speed
 from vlv_ray.train.engine import build_engine
 from vlv_ray.train.metrics import MetricsLogger
@@ -39,7 +40,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if own_group:  # Ray Train's local mode (--local): a process group of one
         _init_single_process_group()
     try:
-        _train(cfg, paths, local=bool(loop_config.get("local")))
+        _train(cfg, paths, local=bool(loop_config.get("local")), driver=loop_config.get("driver") or {})
     finally:
         if own_group:
             torch.distributed.destroy_process_group()
@@ -58,14 +59,18 @@ def build_stage(cfg: JobConfig, device: torch.device) -> Stage:
     raise ValueError(f"stage: got {cfg.stage}, expected 1 or 2")
 
 
-def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
+def _train(cfg: JobConfig, paths: RunPaths, *, local: bool, driver: dict[str, Any]) -> None:
+    """`driver`: from launch.build_trainer: its lease's owner id, whether it took the run over,
+    and the key it sets to stop the run (preempt.DriverStop)."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.scaling.use_gpu else torch.device("cpu")
 
     torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
+    owner = driver.get("lease_owner")
+    lease.check_owned(paths.run, owner, **paths.storage)  # a restart after a takeover
     stage = build_stage(cfg, device)
-    ckpt, saved = checkpoint.find(paths)  # (None, {}) on a fresh run
+    ckpt, saved = checkpoint.find(paths, clean=not driver.get("took_over"))  # (None, {}) on a fresh run
     state, resumed = TrainerState.from_dict(saved), ckpt is not None
     universal = checkpoint.needs_universal(saved, world, cfg)
     engine = build_engine(stage, cfg, load_universal=universal)
@@ -75,8 +80,9 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
     data = Batches(cfg, rank, world, state.data, stage.collate, data_uri=cfg.data.uri,
                    rejects_uri=paths.rejects, vae_digest=stage.vae_digest)
     logger = MetricsLogger(cfg, paths, rank, first_step=state.step)
+    by_images = ImagesSeenEval(cfg, paths, rank, world)  # reconstruction FID at logging.eval_every_images
     callbacks = Callbacks(cfg.callbacks)
-    checkpointer = Checkpointer(cfg, paths, rank, local=local, callbacks=callbacks)
+    checkpointer = Checkpointer(cfg, paths, rank, local=local, callbacks=callbacks, lease_owner=owner)
     cost = LiveCost(cfg, rank, world, state.step, state.cost_usd)  # the driver's ledger; budget guard
     if rank == 0:
         _announce(cfg, stage, data, world, state, resumed, universal)
@@ -91,17 +97,20 @@ def _train(cfg: JobConfig, paths: RunPaths, *, local: bool) -> None:
             metrics["wall_s"] = time.perf_counter() - started  # since the loop began: checkpoints included
             logger.log_step(metrics)
             logger.evaluate_if_due(stage, engine, out.batch, step)
+            by_images.after_step(stage, engine, step, metrics, logger.run)
             callbacks.step_end(StepEnd(step=step, rank=rank, world=world, epoch=out.epoch, keys=out.keys, metrics=metrics,
                                        resumed=resumed, cfg=cfg, engine=engine))
-            stop = _stop_requested(world)
+            stop = _stop_requested(world, rank, driver.get("stop_key"))
             over_budget = cost.over_budget(step)  # collective; a clean end, not a restart
-            if checkpointer.due(step, stop or over_budget):
+            if checkpointer.due(step, bool(stop) or over_budget):
                 state = TrainerState(step=step, epoch=out.epoch, cost_usd=metrics["cost_usd"],
                                      config_hash=cfg.config_hash(), world_size=world, data=data.state(),
                                      rejected_rows=metrics["rejected_rows"], extra=state.extra)
                 checkpointer.save(engine, state, metrics)
-            if stop:
+            if stop == "preempted":
                 raise preempt.Preempted(f"stop requested: checkpointed step {step}; Ray Train will resume from it")
+            if stop == "stopped":  # the driver was told to stop: the run ends here (launch.py says how to resume)
+                break
             if over_budget:
                 if rank == 0:  # what was spent, and how to resume with a larger budget
                     print(f"[vlv-ray] {cost.message}", flush=True)
@@ -163,10 +172,11 @@ def _step_metrics(out: StepResult, engine, data, step: int, world: int, rejected
     }
 
 
-def _stop_requested(world: int) -> bool:
+def _stop_requested(world: int, rank: int, stop_key: str | None) -> str | None:
     """The one "stop now" decision, agreed by every rank (collective): on it, every rank
-    checkpoints this step and the run ends. A SIGTERM (spot notice) on any rank today."""
-    return preempt.requested(world)
+    checkpoints this step; "preempted" (a SIGTERM on any rank) then hands the run back to Ray
+    Train to resume, "stopped" (the driver got SIGTERM/SIGINT) ends it."""
+    return preempt.stop_reason(world, rank, stop_key)
 
 
 def _announce(cfg: JobConfig, stage, data, world: int, state, resumed: bool, universal: bool) -> None:

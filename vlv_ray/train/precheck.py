@@ -52,11 +52,13 @@ def take_lease(cfg: JobConfig, paths: RunPaths, say=print):
         raise StorageError(f"storage_path={cfg.storage_path}: cannot write the run directory {run} ({first})") from None
 
 
-def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, say=print) -> None:
-    """Compare the checkpoint a resume will start from with this job's settings."""
+def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, clean: bool = True, say=print) -> None:
+    """Compare the checkpoint a resume will start from with this job's settings. Without
+    `clean` (a run just taken over from a driver that may only hang), incomplete checkpoints
+    newer than it are skipped and left in place: that driver could still be writing them."""
     from vlv_ray.train import checkpoint
 
-    found = checkpoint.newest_verified(paths, clean=True, say=say)
+    found = checkpoint.newest_verified(paths, clean=clean, say=say)
     if found is None:
         return
     uri, state = found

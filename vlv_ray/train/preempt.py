@@ -1,4 +1,15 @@
-"""Spot interruption: SIGTERM → finish the step, checkpoint, then hand the run back to Ray.
+"""Stopping a run at a step boundary, with a checkpoint of that step on every rank.
+
+Two causes, one path through the loop (`stop_reason`, agreed by all ranks each step):
+- "preempted": a worker got SIGTERM (a spot notice). Every rank checkpoints, then
+  `Preempted` is raised so Ray Train restarts the group and resumes from that checkpoint.
+- "stopped": the driver got SIGTERM or SIGINT (`ray job stop`, Ctrl-C, a scheduler).
+  `DriverStop` on the driver puts a flag in the cluster's key-value store (Ray's GCS);
+  rank 0 polls it each step. Every rank checkpoints and the loop ends; the driver prints
+  where it stopped and how to resume, and exits 128 + the signal's number (130 for SIGINT,
+  143 for SIGTERM), as a shell reports a process a signal ended.
+
+Worker SIGTERM:
 
 Ray Train V2 runs the training function in a thread of the worker actor, and Python only
 lets the main thread install signal handlers. So the worker asks its own actor (whose
@@ -12,10 +23,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import uuid
 
 import torch
 
 _requested = threading.Event()
+# Ray's GCS key-value store: every node of the cluster reads it; one small key per driver run.
+KV_NAMESPACE = "vlv_ray_stop"
+# What one step's collective decision can be; the higher code wins on a tie.
+REASONS = {0: None, 1: "preempted", 2: "stopped"}
 
 
 class Preempted(RuntimeError):
@@ -43,12 +59,78 @@ def install() -> None:
     ray.get(actor.execute.remote(_install))
 
 
-def requested(world: int) -> bool:
-    """True on every rank when any rank got SIGTERM. Collective: call on all ranks."""
-    flag = torch.tensor([1.0 if _requested.is_set() else 0.0])
+def stop_reason(world: int, rank: int = 0, stop_key: str | None = None) -> str | None:
+    """None, "preempted" (any rank got SIGTERM) or "stopped" (the driver asked), the same on
+    every rank. Collective: call on all ranks."""
+    code = 1 if _requested.is_set() else 0
+    if rank == 0 and stop_key and _driver_asked(stop_key):
+        code = 2
+    flag = torch.tensor([float(code)])
     if world > 1:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    return REASONS[int(flag.item())]
+
+
+def _driver_asked(key: str) -> bool:
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_initialized() and internal_kv._internal_kv_exists(key, namespace=KV_NAMESPACE)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal ended the driver before (or without) a checkpoint; `exit_code` is 128 + its number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class DriverStop:
+    """On the driver, while a run lives: the first SIGTERM/SIGINT asks the workers to checkpoint
+    and end (see the module doc); a second one aborts at once (`Interrupted`). Before the
+    workers start (`armed` false) the first signal already aborts: there is nothing to save."""
+
+    def __init__(self, say=print):
+        self.key = f"stop-{uuid.uuid4().hex}"
+        self.signum: int | None = None
+        self.armed = False
+        self.say = say
+        self._asked = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "DriverStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        # The GCS call runs on a thread: a signal handler may interrupt a Ray call in progress.
+        threading.Thread(target=self._tell_workers, name="vlv-driver-stop", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+        self._asked.set()  # ends the thread (it writes nothing unless a signal came)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signum is not None or not self.armed:
+            raise Interrupted(signum)
+        self.signum = signum
+        self.say(f"[vlv-ray] {signal.Signals(signum).name}: every worker checkpoints its current step, "
+                 "then the run stops (send it again to abort without a checkpoint)", flush=True)
+        self._asked.set()
+
+    def _tell_workers(self) -> None:
+        self._asked.wait()
+        if self.signum is None:
+            return
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(self.key, b"1", overwrite=True, namespace=KV_NAMESPACE)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
 
 
 def pending() -> bool:

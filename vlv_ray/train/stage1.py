@@ -42,12 +42,16 @@ class Stage1(Stage):
         log = self.cfg.logging
         images = batch["image"][:log.eval_images].to(self.device)
         with eval_mode(engine.module) as module:
-            cond = self.decoder.condition(module(images))
-            uncond = self.decoder.empty_prompt(len(images), self.tokenizer, positions=cond.shape[1])
-            recon = self.decoder.sample(cond, uncond, steps=log.eval_sample_steps, guidance=log.eval_guidance,
-                                        generator=torch.Generator().manual_seed(self.cfg.seed),
-                                        resolution=self.cfg.data.resolution)
+            recon = self.reconstruct(module, images, torch.Generator().manual_seed(self.cfg.seed))
         return {"reconstructions": side_by_side(images.cpu().numpy(), recon.numpy())}
+
+    def reconstruct(self, encoder, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 images on this device → reconstructions (CPU) with the job's eval sampling settings."""
+        from vlv_ray.infer.reconstruct import reconstruct_batch
+
+        log = self.cfg.logging
+        return reconstruct_batch(encoder, self.decoder, images, tokenizer=self.tokenizer, steps=log.eval_sample_steps,
+                                 guidance=log.eval_guidance, generator=generator, resolution=self.cfg.data.resolution)
 
     def loss(self, engine, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         images = batch["image"].to(self.device, non_blocking=True)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ RUNTIME_ENV_FILE = Path("jobs") / "runtime_env.yaml"
 # Used when the submitted directory has no jobs/runtime_env.yaml of its own.
 DEFAULT_EXCLUDES = [".venv/", ".cache/", ".git/", "vlv-demo/", "wandb/", "**/__pycache__/"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+STOP_WAIT_S = 600
 SECRET_VISIBILITY = ("`ray job list`, the dashboard's jobs API, the head's logs/runtime_env_agent.log "
                      "and the environment of the job's processes")
 
@@ -47,6 +50,10 @@ def runtime_env(path: Path | None = None, *, working_dir: Path | None = None,
                           "give the cluster's nodes credentials (see cluster/) or use --forward-secrets")
     if forward_secrets:
         env_vars.update(secrets_in_env())
+    # `ray job stop` sends the driver SIGTERM, then SIGKILL after this many seconds (Ray's
+    # default: 3). The driver has every rank checkpoint first (train/preempt.py), which takes
+    # longer; a job's runtime_env.yaml can set its own.
+    env_vars.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(STOP_WAIT_S))
     env["env_vars"] = env_vars
     return env
 
@@ -55,17 +62,54 @@ def secrets_in_env() -> dict[str, str]:
     return {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
 
 
-def _client(address: str):
-    from ray.exceptions import AuthenticationError
+ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+CONNECT_TIMEOUT_S = 3.0
+
+
+def cluster_address(flag: str | None) -> tuple[str, str]:
+    """(address, where it came from): the --address flag always wins over the environment."""
+    if flag:
+        return flag, "--address"
+    for name in ADDRESS_ENV:
+        if os.environ.get(name):
+            return os.environ[name], name
+    raise ConfigError("no cluster address: pass --address http://HEAD:8265 or set RAY_API_SERVER_ADDRESS")
+
+
+def _check_reachable(address: str, source: str) -> None:
+    """One TCP connect, a few seconds at most: Ray's client would wait ≈ 35 s and end in a traceback."""
+    url = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    if not url.hostname or port is None:
+        raise ConfigError(f"{source} {address}: expected the head's dashboard, e.g. http://HEAD:8265")
+    try:
+        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ConfigError(f"{source} {address}: nothing answered at {url.hostname}:{port} "
+                          f"({e.strerror or type(e).__name__}); expected the head's dashboard, e.g. "
+                          "http://HEAD:8265, with the cluster running") from None
+
+
+def _client(address: str, source: str = "--address"):
+    from ray.exceptions import AuthenticationError, RpcError
     from ray.job_submission import JobSubmissionClient
 
+    _check_reachable(address, source)
+    # Ray's client takes RAY_API_SERVER_ADDRESS / RAY_ADDRESS over the address it is given:
+    # hide them while it is built, so the address chosen above is the one used.
+    saved = {k: os.environ.pop(k) for k in ADDRESS_ENV if k in os.environ}
     try:
         return JobSubmissionClient(address)
-    except ConnectionError:
-        raise ConfigError(f"--address {address}: no Ray dashboard answered; expected the head's "
+    except (ConnectionError, RpcError, TimeoutError):
+        raise ConfigError(f"{source} {address}: no Ray dashboard answered; expected the head's "
                           "dashboard, e.g. http://HEAD:8265, with the cluster running") from None
     except AuthenticationError as e:
-        raise ConfigError(f"--address {address}: {_auth_hint(e)}") from None
+        raise ConfigError(f"{source} {address}: {_auth_hint(e)}") from None
+    finally:
+        os.environ.update(saved)
 
 
 def _auth_hint(e: Exception) -> str:
@@ -86,14 +130,12 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     except ValueError:
         raise ConfigError(f"{job}: the job file must be inside the current directory ({workdir}), "
                           "which is uploaded as the job's working dir") from None
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise ConfigError("no cluster address: pass --address http://HEAD:8265 or set RAY_API_SERVER_ADDRESS")
+    address, source = cluster_address(address)
     env = runtime_env(working_dir=workdir, forward_secrets=forward_secrets)
     _say_about_secrets(forward_secrets)
     # Before Ray's job client is imported: it reads the auth mode once.
     auth.use_token_if_available()
-    client = _client(address)
+    client = _client(address, source)
     entrypoint = " ".join(shlex.quote(a) for a in ["python", "-m", "vlv_ray.cli", "train", rel.as_posix(), *overrides])
     from ray.exceptions import AuthenticationError
 

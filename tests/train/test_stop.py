@@ -1,0 +1,63 @@
+"""A driver told to stop (SIGTERM from a scheduler or `ray job stop`, Ctrl-C) has every rank
+checkpoint its current step, then ends with one line saying where it stopped and how to
+resume, exit 128 + the signal's number; and every line the driver prints shows in its log
+file while the run lives, not at exit."""
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import user_env  # tests/ is on sys.path: its conftest.py is there
+from helpers import REPO
+
+from vlv_ray.train import integrity
+
+STEP = re.compile(r"step (\d+)/200 \|")
+
+
+def _wait_for_step(log, proc, timeout_s: float = 300.0) -> int:
+    """The newest step line in `log` once one is there, while `proc` still runs."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        steps = [int(m.group(1)) for m in STEP.finditer(log.read_text())]
+        if steps:
+            return steps[-1]
+        assert proc.poll() is None, f"the run ended before a step line showed:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    raise AssertionError(f"no step line in {log} after {timeout_s}s while the run lived:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(sig, ray_head, tiny_dataset, tmp_path):
+    """SIGTERM as a scheduler sends it; SIGINT as Ctrl-C does (Ray Train's own handler would
+    abort the workers without a checkpoint)."""
+    runs, out, err = tmp_path / "runs", tmp_path / "out.log", tmp_path / "err.log"
+    args = ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}", "name=stopme",
+            "max_steps=200", "checkpoint.every_steps=100", "optim.warmup_steps=0"]
+    # Attached to the session's head (RAY_ADDRESS), stdout and stderr files as with `… > log &`.
+    with out.open("w") as o, err.open("w") as e:
+        proc = subprocess.Popen(args, cwd=REPO, env=user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address),
+                                stdout=o, stderr=e)
+    try:
+        seen = _wait_for_step(out, proc)  # the step lines reach the file as they are printed
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 128 + sig, err.read_text()[-3000:]
+    last = err.read_text().strip().splitlines()[-1]
+    m = re.fullmatch(rf"vlv-ray: stopped by {sig.name} at step (\d+), checkpoint (\S+); resume with the same "
+                     r"command: (.*)", last)
+    assert m, err.read_text()[-3000:]
+    step = int(m.group(1))
+    assert seen <= step < 200
+    assert m.group(3) == " ".join(args)
+    ckpt = runs / "stopme" / f"step-{step:08d}"
+    assert m.group(2) == str(ckpt)
+    assert integrity.problem(str(ckpt)) is None  # every rank's files, marked complete
+    assert f"[vlv-ray] {sig.name}: every worker checkpoints its current step" in out.read_text()
+    assert not (runs / "stopme" / "_LEASE.json").exists()  # released: the resume needs no wait
+
