@@ -197,7 +197,7 @@ def test_the_budget_stops_the_job_with_a_checkpoint_then_the_cluster_goes(user, 
     assert _torn_down(user["home"], "budget")["ended"] == "budget"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_ctrl_c_stops_the_job_and_tears_the_cluster_down(user, tiny_dataset, tmp_path):
     args = ["jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}", "name=interrupted",
             "max_steps=2000", "scaling.num_workers=1", "--cluster", REPO / "cluster" / "local-fake.yaml"]
@@ -206,7 +206,8 @@ def test_ctrl_c_stops_the_job_and_tears_the_cluster_down(user, tiny_dataset, tmp
         run.wait_for("submitted interrupted as ", 300)
         time.sleep(3)
         run.proc.send_signal(signal.SIGINT)
-        rc = run.finish(300)
+        # Under load (a full suite beside the demo on 2 cores) stop + teardown took > 300 s; idle, well under.
+        rc = run.finish(600)
     finally:
         _cleanup(user, "interrupted")
     assert rc == 130, run.out[-4000:]
