@@ -173,6 +173,23 @@ def ray_cluster(ray_head):
     yield ray
 
 
+@pytest.fixture
+def process_group_of_one(monkeypatch):
+    """A gloo process group of one in this test's process, ended the way the trainer ends its own."""
+    import torch.distributed as dist
+
+    from vlv_ray.train.engine import destroy_process_group
+
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK="0").items():
+        monkeypatch.setenv(k, v)
+    dist.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        destroy_process_group()
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """64 synthetic images as parquet shards (4 of 16) with a manifest.

@@ -14,7 +14,6 @@ from vlv_ray.models.caption_model import build_caption_model
 from vlv_ray.models.presets import build_stage1
 from vlv_ray.train.stage1 import Stage1
 
-from helpers import free_port
 from test_speed import _loss_and_grads
 
 BASE = {"name": "t", "storage_path": "/tmp/x", "data": {"uri": "/tmp/d", "resolution": 32}}
@@ -137,41 +136,33 @@ def test_compiled_tower_encoder_and_llm_give_the_same_loss_and_gradients():
 
 
 @pytest.mark.integration  # a real DeepSpeed engine (gloo)
-def test_fused_adamw_runs_in_deepspeed_with_the_same_losses(tmp_path, monkeypatch):
+def test_fused_adamw_runs_in_deepspeed_with_the_same_losses(process_group_of_one):
     import deepspeed
-    import torch.distributed as dist
 
     from vlv_ray.train.engine import deepspeed_config
 
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0").items():
-        monkeypatch.setenv(k, v)
-    dist.init_process_group("gloo")
-    try:
-        runs = {}
-        for fused in (False, True):
-            cfg = job(deepspeed={"precision": "bf16", "zero_stage": 2}, optim={"fused": fused, "lr": 1e-3})
-            encoder, decoder = build_stage1("tiny", resolution=32, seed=0)
-            decoder.to(torch.bfloat16)
-            engine, optimizer, _, _ = deepspeed.initialize(
-                model=encoder, model_parameters=[p for p in encoder.parameters() if p.requires_grad],
-                config={**deepspeed_config(cfg), "train_micro_batch_size_per_gpu": 2})
-            inner = optimizer.optimizer  # torch's AdamW over DeepSpeed's flat fp32 partition
-            assert isinstance(inner, torch.optim.AdamW) and inner.defaults["fused"] is (True if fused else None)
-            assert len(inner.param_groups[0]["params"]) == 1  # one flat buffer, not a tensor per parameter
-            stage = SimpleNamespace(decoder=decoder, device=torch.device("cpu"))
-            losses = []
-            for step in range(3):
-                g = torch.Generator().manual_seed(step)
-                batch = {"image": torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=g),
-                         "latent": torch.rand((2, 2, 4, 4, 4), generator=g)}
-                loss = Stage1.loss(stage, engine, batch, torch.Generator().manual_seed(10 + step))
-                engine.backward(loss)
-                engine.step()
-                losses.append(loss.item())
-            runs[fused] = losses
-        assert runs[True][0] == runs[False][0]  # before any update: the same model
-        assert runs[True] == pytest.approx(runs[False], rel=1e-2)  # the same AdamW update, bf16 weights
-        assert runs[True][2] != runs[True][0]  # and it did update
-    finally:
-        dist.destroy_process_group()
+    runs = {}
+    for fused in (False, True):
+        cfg = job(deepspeed={"precision": "bf16", "zero_stage": 2}, optim={"fused": fused, "lr": 1e-3})
+        encoder, decoder = build_stage1("tiny", resolution=32, seed=0)
+        decoder.to(torch.bfloat16)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=encoder, model_parameters=[p for p in encoder.parameters() if p.requires_grad],
+            config={**deepspeed_config(cfg), "train_micro_batch_size_per_gpu": 2})
+        inner = optimizer.optimizer  # torch's AdamW over DeepSpeed's flat fp32 partition
+        assert isinstance(inner, torch.optim.AdamW) and inner.defaults["fused"] is (True if fused else None)
+        assert len(inner.param_groups[0]["params"]) == 1  # one flat buffer, not a tensor per parameter
+        stage = SimpleNamespace(decoder=decoder, device=torch.device("cpu"))
+        losses = []
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            batch = {"image": torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=g),
+                     "latent": torch.rand((2, 2, 4, 4, 4), generator=g)}
+            loss = Stage1.loss(stage, engine, batch, torch.Generator().manual_seed(10 + step))
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+        runs[fused] = losses
+    assert runs[True][0] == runs[False][0]  # before any update: the same model
+    assert runs[True] == pytest.approx(runs[False], rel=1e-2)  # the same AdamW update, bf16 weights
+    assert runs[True][2] != runs[True][0]  # and it did update

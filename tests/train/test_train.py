@@ -12,39 +12,60 @@ from helpers import JOBS, free_port, tiny_job, trace
 
 
 @pytest.mark.integration  # a real DeepSpeed engine
-def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, monkeypatch):
+def test_frozen_modules_are_not_in_the_optimizer(tmp_path, tiny_dataset, process_group_of_one):
     import deepspeed
-    import torch.distributed as dist
 
     from vlv_ray.train.engine import deepspeed_config
     from vlv_ray.train.loop import build_stage
 
     cfg = tiny_job(tiny_dataset, tmp_path, "scaling.num_workers=1")
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0").items():
-        monkeypatch.setenv(k, v)
-    dist.init_process_group("gloo")
-    try:
-        stage = build_stage(cfg, torch.device("cpu"))
-        engine, optimizer, _, _ = deepspeed.initialize(
-            model=stage.trainable,
-            model_parameters=[p for p in stage.trainable.parameters() if p.requires_grad],
-            config=deepspeed_config(cfg))
-        in_optimizer = sum(p.numel() for g in optimizer.optimizer.param_groups for p in g["params"])
-        trainable = sum(p.numel() for p in stage.trainable.parameters() if p.requires_grad)
-        frozen_in_encoder = sum(p.numel() for p in stage.trainable.parameters() if not p.requires_grad)
-        assert in_optimizer == trainable > 0 and frozen_in_encoder > 0  # vision tower frozen
-        assert all(not p.requires_grad for p in stage.decoder.parameters())
-        assert not stage.decoder.training
-        # One real step: the frozen decoder still gets no gradient.
-        batch = {"image": torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8), "key": list("abcd")}
-        loss = stage.loss(engine, batch, torch.Generator().manual_seed(0))
-        engine.backward(loss)
-        engine.step()
-        assert torch.isfinite(loss)
-        assert all(p.grad is None for p in stage.decoder.parameters())
-    finally:
-        dist.destroy_process_group()
+    stage = build_stage(cfg, torch.device("cpu"))
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=stage.trainable,
+        model_parameters=[p for p in stage.trainable.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg))
+    in_optimizer = sum(p.numel() for g in optimizer.optimizer.param_groups for p in g["params"])
+    trainable = sum(p.numel() for p in stage.trainable.parameters() if p.requires_grad)
+    frozen_in_encoder = sum(p.numel() for p in stage.trainable.parameters() if not p.requires_grad)
+    assert in_optimizer == trainable > 0 and frozen_in_encoder > 0  # vision tower frozen
+    assert all(not p.requires_grad for p in stage.decoder.parameters())
+    assert not stage.decoder.training
+    # One real step: the frozen decoder still gets no gradient.
+    batch = {"image": torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8), "key": list("abcd")}
+    loss = stage.loss(engine, batch, torch.Generator().manual_seed(0))
+    engine.backward(loss)
+    engine.step()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in stage.decoder.parameters())
+
+
+@pytest.mark.integration  # real DeepSpeed engines
+def test_a_second_process_group_in_one_process_gets_a_working_engine(monkeypatch):
+    """Local mode (`--local`, the demo's points) ends its group and may start another in the same
+    process; with torch's destroy alone DeepSpeed kept a stale world group and the second engine
+    failed with "Group … is not registered" (CI, stop 24)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    from vlv_ray.train.engine import destroy_process_group
+
+    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2},
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}
+    for attempt in range(2):
+        for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                         LOCAL_RANK="0").items():
+            monkeypatch.setenv(k, v)
+        dist.init_process_group("gloo")
+        try:
+            model = torch.nn.Linear(4, 1)
+            engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+            before = model.weight.detach().clone()
+            engine.backward(engine(torch.ones(1, 4)).sum())
+            engine.step()
+            assert not torch.equal(before, model.weight.detach()), attempt
+        finally:
+            destroy_process_group()
+    assert not dist.is_initialized()
 
 
 def test_two_worker_zero2_trains_checkpoints_and_resumes(ray_cluster, tiny_dataset, tmp_path):

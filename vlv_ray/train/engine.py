@@ -41,6 +41,23 @@ def deepspeed_config(cfg: JobConfig, *, load_universal: bool = False) -> dict[st
     return config
 
 
+def destroy_process_group() -> None:
+    """End this process's group through DeepSpeed when DeepSpeed knows it.
+
+    DeepSpeed caches a clone of the world group (`deepspeed.utils.groups._WORLD_GROUP`); torch's
+    own `destroy_process_group` leaves that clone stale, and the next engine built in the same
+    process fails with "Group … is not registered". DeepSpeed's call drops its cached groups too.
+    """
+    import torch.distributed as dist
+
+    from deepspeed.comm import comm as ds_comm
+
+    if ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    elif dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_engine(stage, cfg: JobConfig, *, load_universal: bool = False):
     """A DeepSpeed engine holding only the stage's trainable parameters."""
     import deepspeed

@@ -25,7 +25,7 @@ from vlv_ray.train.checkpoint import Checkpointer
 from vlv_ray.cost.live import LiveCost
 from vlv_ray.eval.during import ImagesSeenEval
 from vlv_ray.models import speed
-from vlv_ray.train.engine import build_engine
+from vlv_ray.train.engine import build_engine, destroy_process_group
 from vlv_ray.train.metrics import MetricsLogger
 from vlv_ray.train.schedule import lr_at, step_seed
 from vlv_ray.train.stage import Stage
@@ -43,7 +43,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         _train(cfg, paths, local=bool(loop_config.get("local")), driver=loop_config.get("driver") or {})
     finally:
         if own_group:
-            torch.distributed.destroy_process_group()
+            destroy_process_group()  # DeepSpeed's: it also drops the groups it cached
 
 
 def build_stage(cfg: JobConfig, device: torch.device) -> Stage:
