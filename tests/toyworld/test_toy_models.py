@@ -1,6 +1,7 @@
 """The toy preset: the committed teacher loads like SD, follows captions; the reader reads."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vlv_ray.models.decoder import FrozenDiffusion
@@ -67,3 +68,34 @@ def test_fewer_queries_reconstruct_against_a_truncated_empty_prompt(tmp_path):
     f = evaluate.fid_in_miniature(x, out, steps=2)  # through vlv-ray eval's FID code, the reader's features
     assert f["value"] > 0 and abs(evaluate.fid_in_miniature(x, x)["value"]) < 1e-4
     assert f["protocol"]["images"] == 2 and f["protocol"]["features"].endswith("reader:feature_extractor, 64 features")
+
+
+def test_a_tower_file_replaces_the_tower_and_projector_and_nothing_else(tmp_path):
+    """`model.florence=FILE` (a pretrained toy tower): the tower and projector come from the
+    file, every other weight is still the seed's; a file of anything else is refused."""
+    from safetensors.torch import save_file
+
+    from vlv_ray.toyworld import tower
+
+    donor, _ = build_stage1("toy", num_queries=16, resolution=32, seed=1)
+    path = tmp_path / "tower.safetensors"
+    save_file(tower.tower_state(donor.florence), str(path))
+    plain, _ = build_stage1("toy", num_queries=16, resolution=32, seed=0)
+    loaded, _ = build_stage1("toy", num_queries=16, resolution=32, seed=0, florence_path=str(path))
+    donor_sd, plain_sd = donor.state_dict(), plain.state_dict()
+    moved = 0
+    for k, v in loaded.state_dict().items():
+        from_file = k.startswith(tuple(f"florence.{p}" for p in tower.PARTS))
+        assert torch.equal(v, donor_sd[k] if from_file else plain_sd[k]), k
+        moved += from_file and not torch.equal(v, plain_sd[k])
+    assert moved > 10
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a toy vision tower"):
+        build_stage1("toy", num_queries=16, resolution=32, florence_path=str(tmp_path / "other.safetensors"))
+
+
+def test_a_missing_tower_file_is_a_config_error(tmp_path):
+    from vlv_ray.config import ConfigError, load_job
+
+    with pytest.raises(ConfigError, match=r"model\.florence: got .*nope\.safetensors.*expected a toy vision tower"):
+        load_job("jobs/toy-stage1.yaml", [f"model.florence={tmp_path / 'nope.safetensors'}"])

@@ -17,16 +17,23 @@ def add_demo_parser(sub) -> None:
                       "stage 2 (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="end with the metrics as one JSON line")
     demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1 and its export (a quick check)")
-    demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20")
+    demo.add_argument("--seeds", type=int, default=3, help="stage-2 seeds (with and without stage 1) and "
+                      "reconstruction sampling seeds; every figure is their mean, std, min and max (default: %(default)s)")
+    demo.add_argument("--stage2", action="append", default=[], metavar="key=value",
+                      help="a stage-2 job override (repeatable), e.g. --stage2 max_steps=1200 (the demo's default: 600)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20, or model.florence=null "
+                      "(the seeded random vision tower instead of the pretrained one)")
     demo.set_defaults(fn=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     """The whole method in the miniature world on a local Ray cluster (vlv_ray/toyworld/demo.py)."""
+    from vlv_ray.cli.common import in_flags
     from vlv_ray.toyworld import demo
 
-    metrics = demo.run(args.workdir, images=args.images, stage1_overrides=args.overrides,
-                       stage1_only=args.stage1_only)
+    with in_flags(seeds="--seeds"):
+        metrics = demo.run(args.workdir, images=args.images, seeds=args.seeds, stage1_overrides=args.overrides,
+                           stage2_overrides=args.stage2, stage1_only=args.stage1_only)
     if args.json:
         import ray
 

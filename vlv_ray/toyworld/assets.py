@@ -5,3 +5,4 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TEACHER_DIR = ASSETS / "teacher"
+TOWER_FILE = ASSETS / "vision_tower.safetensors"  # the pretrained toy vision tower (toyworld/tower.py)

@@ -94,17 +94,31 @@ def read_accuracy(images: np.ndarray, truth: list[dict[str, str]], reader=None) 
     return attribute_reader.accuracy(reader.read(images), truth)
 
 
+def spread(runs: list[dict[str, float]]) -> dict:
+    """The same metrics from several seeds: mean, sample std, min and max of each key, and the
+    runs themselves (a spread is only as good as the runs it came from)."""
+    keys = list(runs[0])
+    col = {k: np.array([r[k] for r in runs], dtype=float) for k in keys}
+    return {"n": len(runs),
+            "mean": {k: float(v.mean()) for k, v in col.items()},
+            "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in col.items()},
+            "min": {k: float(v.min()) for k, v in col.items()},
+            "max": {k: float(v.max()) for k, v in col.items()},
+            "runs": runs}
+
+
 def untrained_stage1(out: str | Path, *, num_queries: int, resolution: int, seed: int = 0,
-                     sd_path: str | None = None) -> str:
-    """A stage-1 export of the encoder as stage 1 would start it (same seed), never trained:
-    stage 2 from here is stage 2 without stage 1."""
+                     sd_path: str | None = None, florence: str | None = None) -> str:
+    """A stage-1 export of the encoder as stage 1 would start it (same seed, same vision tower
+    `florence`), never trained: stage 2 from here is stage 2 without stage 1."""
     from vlv_ray.models import export
     from vlv_ray.models.presets import build_stage1
 
-    encoder, _ = build_stage1("toy", num_queries=num_queries, resolution=resolution, sd_path=sd_path, seed=seed)
+    encoder, _ = build_stage1("toy", num_queries=num_queries, resolution=resolution, sd_path=sd_path, seed=seed,
+                              florence_path=florence)
     tensors = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
     meta = {"kind": "vlv-stage1", "preset": "toy", "num_queries": num_queries, "resolution": resolution,
-            "seed": seed, "florence": None, "stable_diffusion": sd_path, "train_vision_tower": False,
+            "seed": seed, "florence": florence, "stable_diffusion": sd_path, "train_vision_tower": False,
             "step": 0, "config_hash": "untrained", "job": "no-stage1"}
     return export.save(str(out), tensors, meta)
 

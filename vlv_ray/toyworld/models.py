@@ -47,10 +47,13 @@ def _quiet_loaders() -> None:
 
 def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, train_vision_tower: bool, seed: int,
                  florence_path: str | None = None, empty: bool = False, device: str = "meta"):
-    """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`.
+    """(trainable encoder, frozen teacher). The encoder's weights are a pure function of `seed`
+    and `florence_path`: None keeps the seeded random vision tower; a file made by
+    `python -m vlv_ray.toyworld.tower` (e.g. the committed `assets/vision_tower.safetensors`)
+    replaces the tower and projector with pretrained ones, as Florence-2's are.
 
     `empty` (configs alone) builds the same models for real: the teacher's weights are in the
-    package and the whole thing is small, so `device` and `florence_path` are not used.
+    package and the whole thing is small, so `device` is not used.
     """
     import torch
     from transformers import Florence2ForConditionalGeneration
@@ -65,6 +68,10 @@ def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, trai
         florence = Florence2ForConditionalGeneration(florence2_config()).model
         encoder = VLVEncoder(florence, PROMPT_IDS, image_size=resolution, num_queries=num_queries,
                              out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
+    if florence_path:
+        from vlv_ray.toyworld.tower import load_into
+
+        load_into(florence, florence_path)
     return encoder, decoder
 
 
