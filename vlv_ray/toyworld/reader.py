@@ -122,20 +122,29 @@ def train(*, n_images: int = 20000, steps: int = 400, batch: int = 64, seed: int
     arr, attrs = world.arrays(READER_SEED, n_images)
     images, y = torch.from_numpy(arr), labels(attrs)
     reader = Reader()
-    opt = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=0.01)
+    fit_attributes(reader.parameters(), lambda idx: reader(augment(images[idx], g)), y, n_images=n_images,
+                   steps=steps, batch=batch, g=g, log=log, name="reader")
+    return reader.eval()
+
+
+def fit_attributes(params, logits_of, y: dict[str, torch.Tensor], *, n_images: int, steps: int, batch: int,
+                   g: torch.Generator, log, name: str) -> None:
+    """The loop every classifier of world attributes trains with (the reader, the pretrained
+    vision tower): `batch` random images a step (drawn from `g`), `logits_of(idx)` → logits
+    per attribute, cross-entropy summed over attributes, AdamW with a one-cycle schedule."""
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     t0 = time.time()
     for step in range(steps):
         idx = torch.randint(0, n_images, (batch,), generator=g)
-        logits = reader(augment(images[idx], g))
+        logits = logits_of(idx)
         loss = sum(F.cross_entropy(logits[k], y[k][idx]) for k in logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
-            log(f"[reader] step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
-    return reader.eval()
+            log(f"[{name}] step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
 
 
 def main(argv: list[str] | None = None) -> int:

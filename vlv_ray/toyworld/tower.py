@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +86,7 @@ def probe(encoder, *, n_train: int = 3000, n_test: int = 1000, steps: int = 300)
 
 def train(*, n_images: int = 20000, steps: int = 800, batch: int = 64, seed: int = 0, log=print):
     """The toy encoder (seed `seed`) with its tower and projector pretrained; returns the encoder."""
-    from vlv_ray.toyworld.reader import labels
+    from vlv_ray.toyworld.reader import fit_attributes, labels
 
     encoder = _encoder(seed)
     encoder.train()
@@ -98,20 +97,13 @@ def train(*, n_images: int = 20000, steps: int = 800, batch: int = 64, seed: int
     heads = nn.ModuleDict({k: nn.Linear(dim, len(v)) for k, v in world.ATTRIBUTES.items()})
     params = [p for m in (encoder.florence.vision_tower, encoder.florence.multi_modal_projector, heads)
               for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.time()
-    for step in range(steps):
-        idx = torch.randint(0, n_images, (batch,), generator=g)
+
+    def logits_of(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         h = features(encoder, images[idx])
-        loss = sum(F.cross_entropy(heads[k](h), y[k][idx]) for k in heads)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"[tower] step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+        return {k: head(h) for k, head in heads.items()}
+
+    fit_attributes(params, logits_of, y, n_images=n_images, steps=steps, batch=batch,
+                   g=torch.Generator().manual_seed(seed), log=log, name="tower")
     return encoder.eval()
 
 
