@@ -58,6 +58,9 @@ class DataConfig:
     resolution: int = field(default=384, metadata=_range(8, 4096))
     batch_size: int = field(default=8, metadata=_range(1))  # per worker, per micro-step
     decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    # Train on the first N images of the manifest only (shards, row groups, rows as stored), read
+    # in place: a data-volume sweep's point without a copy. None: every image.
+    max_images: int | None = field(default=None, metadata=_range(1))
 
 
 # The modules a speed key may name (vlv_ray/models/speed.py maps each onto the model).
@@ -300,6 +303,8 @@ class JobConfig:
             d["optim"].pop(k, None)
         if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
             d["model"].pop("frozen_dtype")
+        if d["data"].get("max_images") is None:  # likewise: every image, as before the key
+            d["data"].pop("max_images")
         return d
 
     def config_hash(self) -> str:
@@ -381,7 +386,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, overrides: list[str] | None = None, *, source: str = "job") -> JobConfig:
-    if isinstance(data, dict) and {"stage1", "stage2"} <= data.keys() and "stage" not in data:
+    if isinstance(data, dict) and ({"stage1", "stage2"} <= data.keys() or "kind" in data) and "stage" not in data:
         raise ConfigError(f"{source}: a sweep file (stage1/stage2 keys), not a job: run `vlv-ray sweep {source}`")
     data = apply_overrides(json.loads(json.dumps(data)), overrides or [])
     try:
@@ -451,11 +456,85 @@ class SweepConfig:
         return self
 
 
-def load_sweep(path: str | Path, *, images: list[int] | None = None, queries: list[int] | None = None) -> SweepConfig:
-    """Load and validate a sweep file; `images`/`queries` (the command line's) replace its lists."""
+@dataclass
+class JobsSweepStageConfig(SweepStageConfig):
+    """A stage of a real-job sweep: its job file, overrides, and the throughput its cost
+    estimate assumes (as `vlv-ray cost estimate --throughput`; None: benchmarks/results.json)."""
+
+    throughput: float | None = field(default=None, metadata=_range(0.0, lo_open=True))  # samples/s per GPU
+
+
+@dataclass
+class SweepEvalConfig:
+    """How every point is measured: `vlv-ray eval recon` (and `eval caption` after stage 2)."""
+
+    data: str = ""  # a prepared held-out set (manifest.json + shards), any storage URI
+    images: int = field(default=1000, metadata=_range(2))  # its first N images, the same every point
+    guidance: list[float] = field(default_factory=lambda: [2.0])  # CFG scales, one FID each (the paper: 2)
+    steps: int = field(default=50, metadata=_range(1))  # sampling steps
+    seed: int = 0
+    features: str = "inception"  # or package.module:attribute (vlv_ray/eval/features.py)
+    clip: str | None = None  # a CLIP model directory or hub id for CLIP scores; None: none
+    t2i: str | None = None  # stage 2: a diffusers text-to-image pipeline for the Table-1 FID
+    batch_size: int = field(default=16, metadata=_range(1))
+
+
+@dataclass
+class JobsSweepConfig:
+    """`vlv-ray sweep` on real jobs (`kind: jobs`, vlv_ray/sweep): the paper's Table 5 on a
+    prepared dataset. `mode: subsets`: one stage-1 run per image count on the first N images
+    of the manifest (`data.max_images`), each measured by `eval recon` (and stage 2 + `eval
+    caption` when `stage2.job` is set); `mode: images_seen`: one stage-1 run measured at each
+    image count by `logging.eval_every_images`, its `eval.jsonl` lines the points."""
+
+    kind: Literal["jobs"] = "jobs"
+    name: str = "sweep"
+    mode: Literal["subsets", "images_seen"] = "subsets"
+    stage1: JobsSweepStageConfig = field(default_factory=JobsSweepStageConfig)
+    stage2: JobsSweepStageConfig = field(default_factory=JobsSweepStageConfig)  # job "": no stage 2
+    images: list[int] = field(default_factory=list)  # image counts, one point each
+    # subsets: each point trains ceil(epochs × N / global batch) steps; None: the job's max_steps
+    # (fixed compute, more or fewer distinct images). images_seen: the run's steps reach max(images).
+    epochs: float | None = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    eval: SweepEvalConfig = field(default_factory=SweepEvalConfig)
+
+    def validate(self) -> "JobsSweepConfig":
+        if not self.stage1.job:
+            raise ConfigError("stage1.job: required (a stage-1 job file, e.g. stage1-paper.yaml)")
+        if not self.images:
+            raise ConfigError("images: got [], expected at least one image count")
+        for i, n in enumerate(self.images):
+            if n < 1:
+                raise ConfigError(f"images[{i}]: got {n}, expected a count ≥ 1")
+        if len(set(self.images)) != len(self.images):
+            raise ConfigError(f"images: got {self.images}, expected each count once")
+        if not self.eval.data:
+            raise ConfigError("eval.data: required (a prepared held-out set: `vlv-ray data prepare`)")
+        if not self.eval.guidance or any(g <= 0 for g in self.eval.guidance):
+            raise ConfigError(f"eval.guidance: got {self.eval.guidance}, expected scales > 0, e.g. [2.0]")
+        if self.mode == "images_seen" and self.stage2.job:
+            raise ConfigError("stage2.job: mode images_seen measures one stage-1 run; use mode subsets for stage 2")
+        if self.mode == "images_seen" and self.eval.clip:
+            raise ConfigError("eval.clip: mode images_seen reads the run's eval.jsonl (reconstruction FID only)")
+        return self
+
+
+SWEEP_KINDS = ("toy", "jobs")
+
+
+def load_sweep(path: str | Path, *, images: list[int] | None = None,
+               queries: list[int] | None = None) -> SweepConfig | JobsSweepConfig:
+    """Load and validate a sweep file; `images`/`queries` (the command line's) replace its lists.
+    `kind: jobs` is a real-job sweep (JobsSweepConfig); no kind (or `toy`), the miniature world's."""
     data = load_yaml(path)
+    kind = data.pop("kind", "toy")
+    if kind not in SWEEP_KINDS:
+        raise ConfigError(f"{path}: kind: got {kind!r}, expected one of {', '.join(map(repr, SWEEP_KINDS))}")
+    if kind == "jobs" and queries is not None:
+        raise ConfigError(f"{path}: queries: a sweep of real jobs varies images only (put model.num_queries in "
+                          "stage1.overrides)")
     data.update({k: v for k, v in (("images", images), ("queries", queries)) if v is not None})
     try:
-        return _build(SweepConfig, data, "").validate()
+        return _build(JobsSweepConfig if kind == "jobs" else SweepConfig, data, "").validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -45,18 +45,49 @@ def add_sweep_parser(sub) -> None:
     sweep.add_argument("--workdir", default="vlv-sweep", help="points, Tune's results and the report (default: "
                        "%(default)s)")
     sweep.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
+    sweep.add_argument("--budget", type=float, default=None, metavar="USD",
+                       help="real jobs (kind: jobs): start nothing when the cost model's estimate is over USD")
+    sweep.add_argument("--yes", action="store_true", help="start even when the estimate is over --budget")
     sweep.set_defaults(fn=cmd_sweep)
 
 
 def cmd_sweep(args) -> int:
-    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py)."""
-    from vlv_ray.config import load_sweep
+    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py),
+    or, for a `kind: jobs` file, on real jobs (vlv_ray/sweep)."""
+    from vlv_ray.config import JobsSweepConfig, load_sweep
     from vlv_ray.toyworld import sweep
 
     images, queries = sweep.parse_counts("--images", args.images), sweep.parse_counts("--queries", args.queries)
     spec = load_sweep(args.job, images=images, queries=queries)
+    if isinstance(spec, JobsSweepConfig):
+        return cmd_sweep_jobs(args, spec)
     stages = sweep.stages_of(spec, Path(args.job), queries_key="--queries" if queries else "queries")
     rows = sweep.run(args.job, spec, stages, workdir=args.workdir)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_sweep_jobs(args, spec) -> int:
+    """A sweep of real jobs: every point validated and priced, the budget checked, then run."""
+    from vlv_ray.cli.common import UserError, in_flags
+    from vlv_ray.sweep import plan, run
+
+    if args.budget is not None and args.budget <= 0:
+        raise UserError(f"--budget: got {args.budget}, expected dollars > 0")
+    pts = plan.points(spec, Path(args.job))
+    print(f"[sweep] {spec.name}: {len(pts)} points ({spec.mode}), stage 1 {spec.stage1.job}"
+          + (f", stage 2 {spec.stage2.job}" if spec.stage2.job else "")
+          + f"; measured on {spec.eval.images} images of {spec.eval.data}; cost model's estimate before starting:",
+          flush=True)
+    total = plan.total_usd(pts, spec.mode)
+    print(plan.format_estimates(pts, spec.mode, total), flush=True)
+    with in_flags(budget_usd="--budget", yes="--yes"):
+        plan.check_budget(total, args.budget, args.yes)
+    rows = run.run(spec, pts, workdir=args.workdir)
     if args.json:
         import ray
 
