@@ -116,7 +116,7 @@ def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
             s2 = _load(sweep_file, "stage2", spec.stage2, [f"model.stage1={RunPaths.of(s1).export(1)}"])
             s2 = _load(sweep_file, "stage2", spec.stage2, [f"model.stage1={RunPaths.of(s1).export(1)}",
                                                            f"name={run_name(s2, spec, n)}"])
-        ests = [estimate(s1, spec.stage1.throughput)] + ([estimate(s2, spec.stage2.throughput)] if s2 else [])
+        ests = [estimate(s1, spec.stage1.throughput)] + ([estimate(s2, spec.stage2.throughput, "stage2")] if s2 else [])
         out.append(Point(n, s1, s2, ests))
     return out
 
@@ -151,7 +151,7 @@ def _check_eval(spec: JobsSweepConfig, sweep_file: Path, kw: dict) -> None:
         check_pipeline(spec.eval.t2i, **kw)
 
 
-def estimate(cfg: JobConfig, throughput: float | None) -> Estimate:
+def estimate(cfg: JobConfig, throughput: float | None, key: str = "stage1") -> Estimate:
     """The cost model's dollars and GPU-hours for `cfg` on its instance type (cost.instance_type,
     else the cheapest) in its market (cost.market), as `vlv-ray cost estimate` prints them."""
     from vlv_ray.cost import catalog, estimate as est
@@ -160,8 +160,9 @@ def estimate(cfg: JobConfig, throughput: float | None) -> Estimate:
     try:
         e = est.estimate(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
                          alternatives=0)
-    except CatalogError as err:
-        return Estimate(where=f"no estimate ({str(err).removeprefix('--throughput: ')})")
+    except CatalogError as err:  # estimate() speaks in `cost estimate`'s flags; the sweep file has a key
+        reason = str(err).partition("(samples/s per GPU): ")[2] or str(err)
+        return Estimate(where=f"no estimate ({reason}; set {key}.throughput, samples/s per GPU)")
     row = e["instance"]
     if row is None:
         return Estimate(where="no estimate (no catalog row can run this job)")
@@ -195,7 +196,7 @@ def check_budget(total: float | None, budget_usd: float | None, yes: bool) -> No
 def format_estimates(pts: list[Point], mode: str, total: float | None) -> str:
     lines = [f"  {'images':>10} {'steps':>8} {'GPU-h':>9} {'$':>10}  priced as"]
     for p in pts:
-        gh = "-" if p.gpu_hours is None else f"{p.gpu_hours:,.3f}"
+        gh = "-" if p.gpu_hours is None else f"{p.gpu_hours:,.3g}"
         usd = "-" if p.usd is None else f"{p.usd:,.4f}"
         where = "; ".join(e.where for e in p.estimates)
         steps = p.stage1.max_steps if mode == "subsets" else math.ceil(p.images / p.stage1.global_batch_size)

@@ -41,15 +41,20 @@ def _train(cfg: JobConfig) -> tuple[dict, float]:
             _say(f"{cfg.name}: finished before (export at step {cfg.max_steps}): not trained again")
             return {"reused": True}, 0.0
     t0 = time.time()
-    result = launch.run(cfg, paths=paths)
+    result = launch.run(cfg, paths=paths)  # connects to (or starts) Ray itself
     if result.error:
         raise RuntimeError(f"{cfg.name} failed: {report.error_line(result.error)}")
     return dict(result.metrics or {}), time.time() - t0
 
 
 def _evaluate(spec: JobsSweepConfig, kind: str, export_uri: str, out: Path, kw: dict) -> dict:
-    from vlv_ray.eval import job
+    import logging
 
+    from vlv_ray.eval import job
+    from vlv_ray.train.launch import ensure_ray
+
+    ensure_ray()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines would bury the sweep's
     e = spec.eval
     s = job.EvalSpec(kind=kind, export=export_uri, data=e.data, images=e.images, guidance=list(e.guidance),
                      steps=e.steps, seed=e.seed, features=e.features, clip=e.clip,
@@ -124,11 +129,8 @@ def images_seen_points(spec: JobsSweepConfig, pts: list[Point]) -> list[dict]:
 
 def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path) -> list[dict]:
     """Every point, one after another; sweep.csv/md/png in `workdir`; the rows."""
-    from vlv_ray.train.launch import ensure_ray
-
     work = Path(workdir).resolve()
     storage.check_writable(str(work))
-    ensure_ray()
     if spec.mode == "images_seen":
         rows = images_seen_points(spec, pts)
     else:
