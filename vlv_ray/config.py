@@ -445,15 +445,19 @@ class SweepConfig:
             if not getattr(self, key).job:
                 raise ConfigError(f"{key}.job: required (a job file, e.g. toy-{key}.yaml)")
         for key in ("images", "queries"):
-            counts = getattr(self, key)
-            if not counts:
-                raise ConfigError(f"{key}: got [], expected at least one count")
-            for i, n in enumerate(counts):
-                if n < 1:
-                    raise ConfigError(f"{key}[{i}]: got {n}, expected a count ≥ 1")
-            if len(set(counts)) != len(counts):
-                raise ConfigError(f"{key}: got {counts}, expected each count once")
+            _check_counts(key, getattr(self, key))
         return self
+
+
+def _check_counts(key: str, counts: list[int]) -> None:
+    """A sweep's list of counts: at least one, each ≥ 1, none twice."""
+    if not counts:
+        raise ConfigError(f"{key}: got [], expected at least one count")
+    for i, n in enumerate(counts):
+        if n < 1:
+            raise ConfigError(f"{key}[{i}]: got {n}, expected a count ≥ 1")
+    if len(set(counts)) != len(counts):
+        raise ConfigError(f"{key}: got {counts}, expected each count once")
 
 
 @dataclass
@@ -501,19 +505,16 @@ class JobsSweepConfig:
     def validate(self) -> "JobsSweepConfig":
         if not self.stage1.job:
             raise ConfigError("stage1.job: required (a stage-1 job file, e.g. stage1-paper.yaml)")
-        if not self.images:
-            raise ConfigError("images: got [], expected at least one image count")
-        for i, n in enumerate(self.images):
-            if n < 1:
-                raise ConfigError(f"images[{i}]: got {n}, expected a count ≥ 1")
-        if len(set(self.images)) != len(self.images):
-            raise ConfigError(f"images: got {self.images}, expected each count once")
+        _check_counts("images", self.images)
         if not self.eval.data:
             raise ConfigError("eval.data: required (a prepared held-out set: `vlv-ray data prepare`)")
         if not self.eval.guidance or any(g <= 0 for g in self.eval.guidance):
             raise ConfigError(f"eval.guidance: got {self.eval.guidance}, expected scales > 0, e.g. [2.0]")
         if self.mode == "images_seen" and self.stage2.job:
             raise ConfigError("stage2.job: mode images_seen measures one stage-1 run; use mode subsets for stage 2")
+        if self.stage2.job and not (self.eval.clip or self.eval.t2i):
+            raise ConfigError("eval.clip: stage 2's caption metrics need a CLIP model (eval.clip) or a text-to-image "
+                              "pipeline (eval.t2i)")
         if self.mode == "images_seen" and self.eval.clip:
             raise ConfigError("eval.clip: mode images_seen reads the run's eval.jsonl (reconstruction FID only)")
         return self

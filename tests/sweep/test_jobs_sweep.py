@@ -118,7 +118,8 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tiny_dataset, tmp_path, capsys):
         ({"mode": "images_seen", "stage2": {"job": "tiny-stage2.yaml"}}, "stage2.job: mode images_seen", ""),
         ({"kind": "real"}, "kind: got 'real', expected one of 'toy', 'jobs'", ""),
         ({"stage1": {"overrides": ["optim.lr=-1"]}}, "stage1: ", "optim.lr: got -1"),
-        ({"images": []}, "images: got [], expected at least one image count", ""),
+        ({"images": []}, "images: got [], expected at least one count", ""),
+        ({"stage2": {"job": "tiny-stage2.yaml"}}, "eval.clip: stage 2's caption metrics need a CLIP model", ""),
     ]
     for i, (extra, msg, more) in enumerate(cases):
         path = _sweep_file(tmp_path, tiny_dataset, **extra)
@@ -146,7 +147,7 @@ def test_an_images_seen_sweep_reads_a_runs_eval_jsonl_without_training(tiny_data
     r = _vlv(["sweep", str(path), "--workdir", str(tmp_path / "out"), "--json"], _env(tmp_path), tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "every point recorded: nothing to train" in r.stdout
-    assert "total (the one run, to its last point): $" in r.stdout
+    assert "total (the one run, 8 steps): $" in r.stdout  # tiny.yaml's max_steps, past the last point
     rows = json.loads(r.stdout.strip().splitlines()[-1])
     assert [(x["images"], x["steps"], x["recon_fid"], x["usd"]) for x in rows] == [(8, 2, 9.5, 0.01),
                                                                                  (16, 4, 7.25, 0.02)]

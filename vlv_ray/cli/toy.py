@@ -83,7 +83,7 @@ def cmd_sweep_jobs(args, spec) -> int:
           + (f", stage 2 {spec.stage2.job}" if spec.stage2.job else "")
           + f"; measured on {spec.eval.images} images of {spec.eval.data}; cost model's estimate before starting:",
           flush=True)
-    total = plan.total_usd(pts, spec.mode)
+    total = plan.total_usd(spec, pts)
     print(plan.format_estimates(pts, spec.mode, total), flush=True)
     with in_flags(budget_usd="--budget", yes="--yes"):
         plan.check_budget(total, args.budget, args.yes)

@@ -94,7 +94,7 @@ def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
     _check_eval(spec, sweep_file, kw)
     out = []
     if spec.mode == "images_seen":
-        cfg = _load(sweep_file, "stage1", spec.stage1, _images_seen_overrides(spec))
+        cfg = _load(sweep_file, "stage1", spec.stage1, _images_seen_overrides(spec, sweep_file))
         if cfg.max_steps * cfg.global_batch_size < biggest:
             raise ConfigError(f"{sweep_file}: images: {biggest} images are never seen: the run ends at max_steps "
                               f"{cfg.max_steps} × global batch {cfg.global_batch_size} = "
@@ -121,9 +121,10 @@ def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
     return out
 
 
-def _images_seen_overrides(spec: JobsSweepConfig) -> list[str]:
+def _images_seen_overrides(spec: JobsSweepConfig, sweep_file: Path) -> list[str]:
+    """The run's own images-seen evaluation (logging.eval_*) from the sweep's eval section."""
     if len(spec.eval.guidance) != 1:
-        raise ConfigError(f"eval.guidance: got {spec.eval.guidance}, expected one scale in mode images_seen "
+        raise ConfigError(f"{sweep_file}: eval.guidance: got {spec.eval.guidance}, expected one scale in mode images_seen "
                           "(logging.eval_guidance)")
     e = spec.eval
     return [f"logging.eval_every_images={sorted(spec.images)}", f"logging.eval_data={e.data}",
@@ -172,11 +173,11 @@ def estimate(cfg: JobConfig, throughput: float | None, key: str = "stage1") -> E
                     f"{row['nodes']} × {row['instance_type']} {'spot' if spot else 'on-demand'}")
 
 
-def total_usd(pts: list[Point], mode: str) -> float | None:
-    """The sweep's estimated dollars (None: not every run has an estimate): every point, or for
-    `images_seen` the one run to its last point."""
-    if mode == "images_seen":
-        return pts[-1].usd if pts else 0.0
+def total_usd(spec: JobsSweepConfig, pts: list[Point]) -> float | None:
+    """The sweep's estimated dollars (None: not every run has an estimate): every point's runs,
+    or for `images_seen` the one run to its max_steps (past the last point when the job goes on)."""
+    if spec.mode == "images_seen":
+        return estimate(pts[0].stage1, spec.stage1.throughput).usd if pts else 0.0
     return None if any(p.usd is None for p in pts) else sum(p.usd for p in pts)
 
 
@@ -201,6 +202,6 @@ def format_estimates(pts: list[Point], mode: str, total: float | None) -> str:
         where = "; ".join(e.where for e in p.estimates)
         steps = p.stage1.max_steps if mode == "subsets" else math.ceil(p.images / p.stage1.global_batch_size)
         lines.append(f"  {p.images:>10,} {steps:>8,} {gh:>9} {usd:>10}  {where}")
-    what = "the one run, to its last point" if mode == "images_seen" else "every point"
+    what = f"the one run, {pts[0].stage1.max_steps:,} steps" if mode == "images_seen" and pts else "every point"
     lines.append(f"  total ({what}): " + ("no estimate" if total is None else f"${total:,.4f}"))
     return "\n".join(lines)
