@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +33,12 @@ def own_port_flags() -> list[str]:
     return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
             f"--ray-client-server-port={free_port()}"]
+
+
+def vlv(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`vlv-ray ARGS…` as a user runs it: a subprocess in `cwd` with the environment `env`."""
+    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def tiny_job(dataset, runs, *overrides):

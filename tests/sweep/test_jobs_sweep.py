@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from PIL import Image
 
 from conftest import user_env
 from helpers import JOBS
+from helpers import vlv as _vlv
 
 FEATURES = "vlv_ray.toyworld.reader:feature_extractor"  # the miniature world's extractor: tiny, no weights
 # The tiny job at its smallest: one worker, no warm-up (a point of 8 images is 2 steps), no mid-run checkpoint;
@@ -38,11 +37,6 @@ def _sweep_file(tmp_path: Path, data: Path, **extra) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
-
-
-def _vlv(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _env(tmp_path: Path, **extra) -> dict:

@@ -77,16 +77,27 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     handles = [h for a in (ax, usd_ax) for h in a.get_legend_handles_labels()[0]]
     if handles:
         ax.legend(handles=handles, loc="upper center", fontsize="small")
-    failed = len(rows) - len(ok)
+    save_figure(fig, path, title, failed=len(rows) - len(ok))
+
+
+def save_figure(fig, path: Path, title: str, *, failed: int) -> None:
+    """The plot's title (saying how many failed points it leaves out), the PNG, the figure closed."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title + (f" ({failed} failed point{'s' * (failed > 1)} not shown)" if failed else ""),
                  fontsize="medium")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write(rows: list[dict], workdir: Path, title: str) -> dict[str, Path]:
+def write_files(rows: list[dict], workdir: Path, title: str, *, write_csv, markdown, plot) -> dict[str, Path]:
+    """sweep.csv, sweep.md and sweep.png in `workdir`, by a report's own three writers."""
     paths = {"csv": workdir / "sweep.csv", "md": workdir / "sweep.md", "png": workdir / "sweep.png"}
     write_csv(rows, paths["csv"])
     paths["md"].write_text(markdown(rows))
     plot(rows, paths["png"], title)
     return paths
+
+
+def write(rows: list[dict], workdir: Path, title: str) -> dict[str, Path]:
+    return write_files(rows, workdir, title, write_csv=write_csv, markdown=markdown, plot=plot)
