@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -87,7 +89,15 @@ def cmd_sweep_jobs(args, spec) -> int:
     print(plan.format_estimates(pts, spec.mode, total), flush=True)
     with in_flags(budget_usd="--budget", yes="--yes"):
         plan.check_budget(total, args.budget, args.yes)
-    rows = run.run(spec, pts, workdir=args.workdir)
+    from vlv_ray.train import launch
+
+    again = shlex.join(["vlv-ray", "sweep", args.job, *(["--images", args.images] if args.images else []),
+                        "--workdir", args.workdir, "--yes"])
+    try:
+        rows = run.run(spec, pts, workdir=args.workdir, resume_hint=again)
+    except launch.Stopped as e:  # SIGTERM/SIGINT: the running point checkpointed; finished points are kept
+        print(f"vlv-ray: {e}", file=sys.stderr)
+        return e.exit_code
     if args.json:
         import ray
 

@@ -20,18 +20,18 @@ from vlv_ray import storage
 from vlv_ray.config import JobConfig, JobsSweepConfig
 from vlv_ray.sweep import report
 from vlv_ray.sweep.plan import Point
+from vlv_ray.train import launch
 
 
 def _say(msg: str) -> None:
     print(f"[sweep] {msg}", flush=True)
 
 
-def _train(cfg: JobConfig) -> tuple[dict, float]:
+def _train(cfg: JobConfig, resume_hint: str = "") -> tuple[dict, float]:
     """The job through the real launcher: (its last metrics, wall seconds); reused when its
     export is already there at max_steps with this job's hash."""
     from vlv_ray.models import export
     from vlv_ray.paths import RunPaths
-    from vlv_ray.train import launch
 
     paths = RunPaths.of(cfg)
     meta_uri = storage.join(paths.export(cfg.stage), export.META_FILE)
@@ -41,9 +41,12 @@ def _train(cfg: JobConfig) -> tuple[dict, float]:
             _say(f"{cfg.name}: finished before (export at step {cfg.max_steps}): not trained again")
             return {"reused": True}, 0.0
     t0 = time.time()
-    result = launch.run(cfg, paths=paths)  # connects to (or starts) Ray itself
+    # Connects to (or starts) Ray itself; a SIGTERM/SIGINT raises launch.Stopped, which ends the sweep.
+    result = launch.run(cfg, paths=paths, resume_hint=resume_hint)
     if result.error:
-        raise RuntimeError(f"{cfg.name} failed: {report.error_line(result.error)}")
+        from vlv_ray.train.failure import describe
+
+        raise RuntimeError(f"{cfg.name} failed: {describe(result.error, paths)}")
     return dict(result.metrics or {}), time.time() - t0
 
 
@@ -76,13 +79,13 @@ def _measured(runs: list[tuple[JobConfig, dict, float]]) -> dict:
             "gpu_hours": round(gpu_h, 5), "usd": round(sum(m.get("cost_usd") or 0.0 for _, m, _ in runs), 5)}
 
 
-def subset_point(spec: JobsSweepConfig, p: Point, work: Path) -> dict:
+def subset_point(spec: JobsSweepConfig, p: Point, work: Path, resume_hint: str = "") -> dict:
     """One point: stage 1 on the first N images → eval recon [→ stage 2 → eval caption] → its row."""
     from vlv_ray.paths import RunPaths
 
     out = work / "points" / f"n{p.images}"
     kw = p.stage1.storage.options
-    s1, s1_s = _train(p.stage1)
+    s1, s1_s = _train(p.stage1, resume_hint)
     runs = [(p.stage1, s1, s1_s)]
     _say(f"n={p.images}: reconstruction FID of {RunPaths.of(p.stage1).export(1)} on {spec.eval.images} held-out "
          "images")
@@ -90,7 +93,7 @@ def subset_point(spec: JobsSweepConfig, p: Point, work: Path) -> dict:
     row = {"recon_fid": _metric(recon, "recon_fid"), "clip_image_image": _metric(recon, "clip_image_image"),
            "stage1_loss": s1.get("loss"), "run": RunPaths.of(p.stage1).run}
     if p.stage2 is not None:
-        s2, s2_s = _train(p.stage2)
+        s2, s2_s = _train(p.stage2, resume_hint)
         runs.append((p.stage2, s2, s2_s))
         _say(f"n={p.images}: captions of {RunPaths.of(p.stage2).run} on {spec.eval.images} held-out images")
         cap = _evaluate(spec, "caption", RunPaths.of(p.stage2).run, out / "caption", kw)
@@ -99,7 +102,7 @@ def subset_point(spec: JobsSweepConfig, p: Point, work: Path) -> dict:
     return {**row, **_measured(runs), "steps": p.stage1.max_steps}
 
 
-def images_seen_points(spec: JobsSweepConfig, pts: list[Point]) -> list[dict]:
+def images_seen_points(spec: JobsSweepConfig, pts: list[Point], resume_hint: str = "") -> list[dict]:
     """The one run (trained unless its eval.jsonl has every point), its eval.jsonl lines as rows."""
     from vlv_ray.eval.during import recorded
     from vlv_ray.paths import RunPaths
@@ -107,10 +110,17 @@ def images_seen_points(spec: JobsSweepConfig, pts: list[Point]) -> list[dict]:
     cfg = pts[0].stage1
     paths = RunPaths.of(cfg)
     have = {int(r["images_seen"]) for r in recorded(paths.eval_log, **paths.storage)}
-    measured = {"wall_s": None, "worker_hours": None, "gpu_hours": None}
+    measured: dict = {}
+    error = None
     if not {p.images for p in pts} <= have:
-        metrics, seconds = _train(cfg)
-        measured = {k: v for k, v in _measured([(cfg, metrics, seconds)]).items() if k != "usd"}
+        try:
+            metrics, seconds = _train(cfg, resume_hint)
+            measured = {k: v for k, v in _measured([(cfg, metrics, seconds)]).items() if k != "usd"}
+        except launch.Stopped:
+            raise
+        except Exception as e:  # the points it reached are still rows
+            error = report.error_line(e)
+            _say(f"{cfg.name} FAILED: {error}")
     else:
         _say(f"{paths.eval_log}: every point recorded: nothing to train")
     lines = {int(r["images_seen"]): r for r in recorded(paths.eval_log, **paths.storage)}
@@ -118,8 +128,8 @@ def images_seen_points(spec: JobsSweepConfig, pts: list[Point]) -> list[dict]:
     for p in pts:
         r = lines.get(p.images)
         if r is None:
-            rows.append({"images": p.images, "status": "failed", "error": f"{paths.eval_log}: no line for "
-                         f"{p.images} images seen"})
+            rows.append({"images": p.images, "status": "failed", "error": error or f"{paths.eval_log}: no line "
+                         f"for {p.images} images seen"})
             continue
         # Wall time and hours are the whole run's: eval.jsonl records dollars so far, not hours.
         rows.append({"images": p.images, "status": "ok", "steps": r["step"], "recon_fid": r["fid"],
@@ -127,12 +137,14 @@ def images_seen_points(spec: JobsSweepConfig, pts: list[Point]) -> list[dict]:
     return rows
 
 
-def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path) -> list[dict]:
-    """Every point, one after another; sweep.csv/md/png in `workdir`; the rows."""
+def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path, resume_hint: str = "") -> list[dict]:
+    """Every point, one after another; sweep.csv/md/png in `workdir`; the rows. A stopped run
+    (SIGTERM/SIGINT) ends the sweep with `launch.Stopped`: re-running it reuses finished points
+    and resumes the stopped one (`resume_hint`: the command to name)."""
     work = Path(workdir).resolve()
     storage.check_writable(str(work))
     if spec.mode == "images_seen":
-        rows = images_seen_points(spec, pts)
+        rows = images_seen_points(spec, pts, resume_hint)
     else:
         rows = []
         for i, p in enumerate(pts, 1):
@@ -140,10 +152,12 @@ def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path) -> list
                  f"({p.stage1.name})")
             t0 = time.time()
             try:
-                rows.append({"images": p.images, "status": "ok", **subset_point(spec, p, work)})
+                rows.append({"images": p.images, "status": "ok", **subset_point(spec, p, work, resume_hint)})
                 r = rows[-1]
                 _say(f"point done: {p.images:,} images: reconstruction FID {r['recon_fid']:.4f}, "
                      f"${r['usd']:.4f}, {time.time() - t0:.0f}s")
+            except launch.Stopped:
+                raise
             except Exception as e:  # a failed point is a row; the others still run
                 rows.append({"images": p.images, "status": "failed", "error": report.error_line(e)})
                 _say(f"point FAILED: {p.images:,} images: {rows[-1]['error']}")
