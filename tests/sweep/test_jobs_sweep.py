@@ -147,3 +147,11 @@ def test_an_images_seen_sweep_reads_a_runs_eval_jsonl_without_training(tiny_data
                                                                                  (16, 4, 7.25, 0.02)]
     assert rows[1]["est_usd"] > rows[0]["est_usd"] > 0
     assert (tmp_path / "out" / "sweep.png").is_file()
+
+
+def test_budget_is_refused_for_a_miniature_world_sweep(capsys):
+    from vlv_ray.cli import main
+
+    assert main(["sweep", str(JOBS / "toy-sweep.yaml"), "--budget", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--budget: for sweeps of real jobs (kind: jobs)" in err[0]

@@ -63,6 +63,11 @@ def cmd_sweep(args) -> int:
     spec = load_sweep(args.job, images=images, queries=queries)
     if isinstance(spec, JobsSweepConfig):
         return cmd_sweep_jobs(args, spec)
+    if args.budget is not None or args.yes:
+        from vlv_ray.cli.common import UserError
+
+        raise UserError(f"{'--budget' if args.budget is not None else '--yes'}: for sweeps of real jobs (kind: jobs); "
+                        f"{args.job} is a miniature-world sweep (its points cost cents, priced after they run)")
     stages = sweep.stages_of(spec, Path(args.job), queries_key="--queries" if queries else "queries")
     rows = sweep.run(args.job, spec, stages, workdir=args.workdir)
     if args.json:
