@@ -40,10 +40,12 @@ def cmd_demo(args) -> int:
 def add_sweep_parser(sub) -> None:
     sweep = sub.add_parser("sweep", help="the data-volume experiment (and query-count ablation): one Ray Tune "
                            "trial per point, stage 1 then stage 2 → sweep.csv, sweep.md, sweep.png")
-    sweep.add_argument("job", help="a sweep file, e.g. jobs/toy-sweep.yaml")
+    sweep.add_argument("job", help="a sweep file: the miniature world's (jobs/toy-sweep.yaml) or, with `kind: jobs`, "
+                       "real jobs' (jobs/paper-sweep.yaml)")
     sweep.add_argument("--images", default=None, metavar="N1,N2,…", help="stage-1 image counts (default: the file's)")
     sweep.add_argument("--queries", default=None, metavar="Q1,Q2,…",
-                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16)")
+                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16; "
+                       "miniature world only)")
     sweep.add_argument("--workdir", default="vlv-sweep", help="points, Tune's results and the report (default: "
                        "%(default)s)")
     sweep.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
