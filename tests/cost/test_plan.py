@@ -145,10 +145,13 @@ def test_write_cluster_renders_a_launcher_yaml_that_validates(tmp_path, cloud, e
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     huge = tmp_path / "huge.yaml"
     huge.write_text(Path(STAGE2).read_text().replace("batch_size: 8", "batch_size: 64"))
+    neither = tmp_path / "neither.csv"
+    neither.write_text("a,b\n1,2\n")
     cases = [((STAGE1, "--clouds", "azure"), "--clouds: 'azure' is not a cloud"),
              ((STAGE1, "--budget", "10"), "--budget: $10.00 is below every row"),
              ((str(huge),), f"{huge}: data.batch_size: micro-batch 64 needs"),
-             ((STAGE1, "--max-gpus", "0"), "--max-gpus: got 0")]
+             ((STAGE1, "--max-gpus", "0"), "--max-gpus: got 0"),
+             ((STAGE1, "--prices", str(neither)), f"{neither}: header: expected SkyPilot's")]
     for args, msg in cases:
         r = plan(*args)
         assert r.returncode == 2 and r.stderr.startswith("vlv-ray: error: ") and msg in r.stderr, (args, r.stderr)

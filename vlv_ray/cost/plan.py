@@ -37,15 +37,11 @@ def plan(cfgs: list[tuple[str, JobConfig]], cat: Catalog, *, clouds: list[str] |
     for c in clouds or []:
         if c not in known:
             raise PlanError(f"clouds: {c!r} is not a cloud of the price snapshot (known: {', '.join(known)})")
-    got = {path: model.measured(cfg.stage, results, resolution=cfg.data.resolution, batch_size=cfg.data.batch_size)
-           for path, cfg in cfgs}
+    got = {path: model.measured_job(cfg, results) for path, cfg in cfgs}
     gpus = [p for p in cat.gpu_rows() if not clouds or p.cloud in clouds]
-    for path, cfg in cfgs:  # a micro-batch that fits no listed GPU is the job's error, not a row count
-        sizes = sorted({(p.gpu_memory_gib, p.gpu_model) for p in gpus}, reverse=True)
-        if sizes and all(isinstance(model.fit(cfg, mem, got[path]), str) for mem, _ in sizes):
-            mem, gpu = sizes[0]
-            raise PlanError(f"{path}: data.batch_size: {model.fit(cfg, mem, got[path])} on the largest listed "
-                            f"GPU ({gpu}, {mem:g} GiB), so it fits none; lower data.batch_size")
+    for path, cfg in cfgs:
+        if why := model.fits_no_gpu(cfg, gpus, got[path]):
+            raise PlanError(f"{path}: {why}")
     rows, dropped = [], Counter()
     for p in gpus:
         for market in MARKETS:
