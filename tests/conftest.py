@@ -13,17 +13,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from helpers import REPO, free_port, own_port_flags
+
+from vlv_ray.launch import backend
 # DeepSpeed compiles C++ ops on first use; keep them in the repo's cache, not ~.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -105,15 +105,11 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray head exited early:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"ray head did not open port {port} in {timeout_s}s:\n{log.read_text()[-3000:]}")
+    """The launcher's own wait (vlv_ray/launch/backend.py); a failure carries the head's log tail."""
+    try:
+        backend._wait_port(port, proc, log, timeout_s)
+    except backend.ClusterFailed as e:
+        raise RuntimeError(f"{e}:\n{log.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager

@@ -106,6 +106,7 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
                             f"{cfg.cost.spot_preemptions_per_node_hour:g} spot reclaims per node-hour, each losing "
                             f"half a checkpoint interval + {cfg.cost.restart_s:g} s",
                             "gradient all-reduce per optimizer step not overlapped with compute",
+                            f"memory, {model.memory_basis(cfg.stage, got)}",
                             "* = throughput estimated from a measured GPU by peak and bandwidth (model.py)"]}
 
 

@@ -33,9 +33,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vlv_ray.config import CostConfig, JobConfig
+from vlv_ray.config import JobConfig
 from vlv_ray.cost import catalog as catalog_mod, hardware
 from vlv_ray.cost.catalog import Catalog, CatalogError, Price
+from vlv_ray.cost.config import CostConfig
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results.json"
 # Share of GPU busy time in FLOP-bound kernels, and the GPU's busy share of the step
@@ -143,7 +144,21 @@ def fit(cfg: JobConfig, gpu_memory_gib: float, got: Measured) -> tuple[list[str]
     if per > 0 and fixed + per * b * RECOMPUTE_KEEPS <= usable:
         module = "unet" if cfg.stage == 1 else "llm"
         return [f"model.gradient_checkpointing=[{module}]"], 1 / (1 + RECOMPUTE_COST * PROFILE[cfg.stage]["flop_share"])
-    return f"micro-batch {b} needs ≈{need:.0f} GiB (model: {fixed:.1f} + {per:.2f}/sample), {usable:.0f} usable"
+    one = ", from one measured peak: an upper bound" if len(got.memory) == 1 else ""
+    return (f"micro-batch {b} needs ≈{need:.0f} GiB (model: {fixed:.1f} + {per:.2f}/sample{one}), "
+            f"{usable:.0f} usable")
+
+
+def memory_basis(stage: int, got: Measured) -> str:
+    """What `fit()` knows of this stage's memory, in words: every output that drops a row says it."""
+    pts = ", ".join(f"{m:g} GB at batch {b}" for b, m in got.memory)
+    if not got.memory:
+        return f"stage {stage}: no measured peak memory, so no micro-batch is ruled out"
+    if len(got.memory) == 1:
+        return (f"stage {stage}: one measured peak ({pts}): an upper bound, all of it fixed at or below that batch "
+                "and proportional above it; a second batch size measured on the GPU would split fixed from "
+                "per-sample memory")
+    return f"stage {stage}: peaks measured at {pts}: fixed + per-sample memory from the two ends"
 
 
 def fits_no_gpu(cfg: JobConfig, gpus: list[Price], got: Measured) -> str | None:
