@@ -104,12 +104,13 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
-    """The launcher's own wait (vlv_ray/launch/backend.py); a failure carries the head's log tail."""
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0, what: str = "ray head") -> None:
+    """The launcher's own wait (vlv_ray/launch/backend.py); a failure names `what` and carries its log tail."""
     try:
         backend._wait_port(port, proc, log, timeout_s)
-    except backend.ClusterFailed as e:
-        raise RuntimeError(f"{e}:\n{log.read_text()[-3000:]}") from None
+    except backend.ClusterFailed:
+        how = "exited early" if proc.poll() is not None else f"did not open port {port} in {timeout_s:.0f} s"
+        raise RuntimeError(f"{what} {how}:\n{log.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager
@@ -209,7 +210,7 @@ def s3_endpoint():
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_port(port, proc, log, timeout_s=60)
+        _wait_port(port, proc, log, timeout_s=60, what="moto server")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_tree(proc, grace_s=5)
