@@ -83,13 +83,16 @@ def test_no_import_cycle():
     assert cycles == []
 
 
-def test_job_sections_owned_by_a_component_stand_below_the_job_config():
-    """vlv_ray/config.py assembles `cost:`, `launch:` and `logging:` from beside their owners; those
-    modules import only the typed machinery, so no arrow runs from them back up to the job."""
+def test_the_job_schema_stands_below_every_component():
+    """vlv_ray/config/ (the job, its sections, sweep files) imports only the typed machinery, the
+    preset registry and storage's redaction: no arrow runs from the schema up to a component
+    that reads it (the sections once lived beside their owners, which drew three such arrows)."""
     g = graph()
-    owned = ("vlv_ray.cost.config", "vlv_ray.launch.config", "vlv_ray.eval.config")
-    assert {m: sorted(g[m] - {"vlv_ray.typed"}) for m in owned} == {m: [] for m in owned}
-    assert set(owned) <= g["vlv_ray.config"]
+    schema = {m for m in g if m == "vlv_ray.config" or m.startswith("vlv_ray.config.")}
+    assert {"vlv_ray.config.job", "vlv_ray.config.cost", "vlv_ray.config.launch", "vlv_ray.config.logging",
+            "vlv_ray.config.sweep"} <= schema
+    below = {"vlv_ray.typed", "vlv_ray.registry", "vlv_ray.storage"}
+    assert {m: sorted(g[m] - schema - below) for m in schema} == {m: [] for m in schema}
 
 
 def test_loading_a_job_imports_no_torch():
