@@ -42,6 +42,14 @@ def test_data_and_models_never_import_train_infer_or_the_miniature_world():
     assert {m: d for m, d in bad.items() if d} == {}
 
 
+def test_evaluation_never_imports_training():
+    """The training loop runs evaluations by images seen (eval/during.py); eval/ reaching back into
+    train/ would make the two folders one loop (it did, for `eval_mode`, now in models/modes.py)."""
+    bad = {m: sorted(d for d in deps if d.startswith("vlv_ray.train"))
+           for m, deps in graph().items() if m.startswith("vlv_ray.eval")}
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
 def test_models_never_name_the_miniature_world():
     """Not even as a string for importlib: toyworld/presets.py registers the toy preset itself."""
     named = [str(p.relative_to(REPO)) for p in (PACKAGE / "models").rglob("*.py")
