@@ -178,13 +178,13 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     import ray.train
 
     from vlv_ray.cost.tracker import track
-    from vlv_ray.data.pipeline import shard_paths
+    from vlv_ray.data.pipeline import job_blocks, shard_paths
     from vlv_ray.train import precheck, preempt
 
     if paths is None:
         cfg, paths = for_job(cfg)
     # Fail on bad input before paying for a cluster start.
-    shard_paths(cfg.data.uri, **paths.storage)
+    job_blocks(cfg.data.uri, shard_paths(cfg.data.uri, **paths.storage)[2], cfg.data.max_images)
     precheck.stage1_export(cfg, paths)
     # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
     lease = None if local else precheck.take_lease(cfg, paths)

@@ -1,7 +1,8 @@
-"""Typed job configuration: one dataclass per component, YAML in, strict validation.
+"""A job: one dataclass per section, YAML in, strict validation.
 
-A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below; an
-unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
+A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below, or, for
+the larger sections, in this package beside it (`cost:` cost.py, `launch:` launch.py,
+`logging:` logging.py); an unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
 message names the key, the value and what is allowed. Dotted overrides on the command
 line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
 
@@ -22,6 +23,10 @@ from typing import Any, Literal
 import yaml
 
 from vlv_ray.typed import ConfigError, _range, build as _build  # noqa: F401 (ConfigError: this module's API too)
+
+from vlv_ray.config.cost import CostConfig
+from vlv_ray.config.launch import LaunchConfig
+from vlv_ray.config.logging import LoggingConfig
 
 
 class _Loader(yaml.SafeLoader):
@@ -58,6 +63,9 @@ class DataConfig:
     resolution: int = field(default=384, metadata=_range(8, 4096))
     batch_size: int = field(default=8, metadata=_range(1))  # per worker, per micro-step
     decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    # Train on the first N images of the manifest only (shards, row groups, rows as stored), read
+    # in place: a data-volume sweep's point without a copy. None: every image.
+    max_images: int | None = field(default=None, metadata=_range(1))
 
 
 # The modules a speed key may name (vlv_ray/models/speed.py maps each onto the model).
@@ -149,57 +157,10 @@ class CheckpointConfig:
     lease_timeout_s: float = field(default=120.0, metadata=_range(3.0))
 
 
-@dataclass
-class LoggingConfig:
-    every_steps: int = field(default=10, metadata=_range(1))
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    wandb_project: str = "vlv-ray"
-    wandb_dir: str = "wandb"  # local dir for wandb's files (offline runs: `wandb sync` it later)
-    # Every N steps (0: never): reconstructions (stage 1) or captions (stage 2) of a few
-    # training images, to wandb and to <storage_path>/<name>/eval/.
-    eval_every_steps: int = field(default=0, metadata=_range(0))
-    eval_images: int = field(default=4, metadata=_range(1))
-    eval_sample_steps: int = field(default=20, metadata=_range(1))  # diffusion steps per reconstruction
-    eval_guidance: float = 2.0  # CFG scale (the paper reports CFG 2)
-    # Stage 1 measured by images seen (the paper's Table 5 in one run): each time the images
-    # seen pass one of these points (e.g. [6000000, 18000000, 40000000]), reconstruction FID on
-    # the first `eval_fid_images` images of `eval_data` (a prepared held-out set, the same images
-    # every time), with `eval_sample_steps` and `eval_guidance`; one line per point in
-    # <run>/eval.jsonl and wandb (vlv_ray/eval/during.py).
-    eval_every_images: list[int] = field(default_factory=list)
-    eval_data: str | None = None
-    eval_fid_images: int = field(default=1000, metadata=_range(2))
-    eval_features: str = "inception"  # or package.module:attribute (vlv_ray/eval/features.py)
 
 
-@dataclass
-class CostConfig:
-    """Dollars: the live ledger (vlv_ray/cost), the budget guard and `vlv-ray cost estimate`."""
-
-    instance_type: str | None = None  # the GPU worker's instance type, for `cost estimate` (a catalog row)
-    market: Literal["spot", "on-demand"] = "spot"  # for nodes whose labels do not say
-    region: str | None = None  # picks a catalog row where several regions list the instance type
-    prices_csv: str | None = None  # a CSV that extends/overrides vlv_ray/cost/snapshot.csv
-    # A node whose labels name no instance type (a laptop, CI, a plain `ray start`) costs this.
-    local_node_usd_per_hour: float = field(default=0.0, metadata=_range(0.0))
-    budget_usd: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    poll_s: float = field(default=10.0, metadata=_range(0.0, lo_open=True))  # how often the ledger reads the nodes
-    # The cost model's stated assumptions (vlv_ray/cost/model.py); a job overrides them here.
-    spot_price: Literal["min", "median", "max"] = "median"  # which of a region's zone spot prices to plan with
-    spot_preemptions_per_node_hour: float = field(default=0.05, metadata=_range(0.0))  # spot reclaims per node-hour
-    restart_s: float = field(default=600.0, metadata=_range(0.0))  # a reclaim's replacement node + resume
-    storage_gb: float = field(default=1000.0, metadata=_range(0.0))  # shards + checkpoints held during the run
-    storage_usd_per_gb_month: float = field(default=0.023, metadata=_range(0.0))  # object storage list price
-    network_gbps_if_unknown: float = field(default=10.0, metadata=_range(0.0, lo_open=True))  # see cost/hardware.py
 
 
-@dataclass
-class LaunchConfig:
-    """`vlv-ray launch` (vlv_ray/launch): what happens around the run on a cluster it starts."""
-
-    # Where launch copies <storage_path>/<name>/export/ when the job ends, before the cluster
-    # is torn down (a local path or URI); empty: the exports stay in the run directory.
-    export_to: str = ""
 
 
 @dataclass
@@ -262,12 +223,7 @@ class JobConfig:
                               "runs DeepSpeed's CPU Adam)")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
-        log = self.logging
-        if log.eval_every_images and (self.stage != 1 or not log.eval_data):
-            raise ConfigError("logging.eval_every_images: needs stage 1 and logging.eval_data (a prepared held-out "
-                              "set)" if self.stage == 1 else "logging.eval_every_images: stage 1 only (reconstruction FID)")
-        if any(n < 1 for n in log.eval_every_images):
-            raise ConfigError(f"logging.eval_every_images: got {log.eval_every_images}, expected image counts ≥ 1")
+        self.logging.validate(self.stage)
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")
@@ -300,6 +256,8 @@ class JobConfig:
             d["optim"].pop(k, None)
         if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
             d["model"].pop("frozen_dtype")
+        if d["data"].get("max_images") is None:  # likewise: every image, as before the key
+            d["data"].pop("max_images")
         return d
 
     def config_hash(self) -> str:
@@ -381,7 +339,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, overrides: list[str] | None = None, *, source: str = "job") -> JobConfig:
-    if isinstance(data, dict) and {"stage1", "stage2"} <= data.keys() and "stage" not in data:
+    if isinstance(data, dict) and ({"stage1", "stage2"} <= data.keys() or "kind" in data) and "stage" not in data:
         raise ConfigError(f"{source}: a sweep file (stage1/stage2 keys), not a job: run `vlv-ray sweep {source}`")
     data = apply_overrides(json.loads(json.dumps(data)), overrides or [])
     try:
@@ -397,65 +355,3 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
 
 def dump_yaml(cfg: JobConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False)
-
-
-# ---------------------------------------------------------------------------- sweeps
-
-
-@dataclass
-class SweepStageConfig:
-    """One stage of every sweep point: a job file and the overrides it gets."""
-
-    job: str = ""  # relative paths: beside the sweep file, else the packaged jobs/
-    overrides: list[str] = field(default_factory=list)  # key=value, as on `vlv-ray train`
-
-
-@dataclass
-class SweepTrialConfig:
-    """What one Ray Tune trial (one point) reserves, and how many run side by side."""
-
-    max_concurrent: int = field(default=1, metadata=_range(1))  # a laptop: 1; a cluster: as many as fit
-    # The trial only drives its runs; its Ray Train workers reserve their own CPUs/GPUs, so a
-    # trial holding a whole CPU would keep them from being placed on a small machine. Not 0:
-    # Tune cannot place a trial that asks for nothing.
-    cpus: float = field(default=0.01, metadata=_range(0.0, lo_open=True))
-
-
-@dataclass
-class SweepConfig:
-    """`vlv-ray sweep`: the data-volume experiment (the paper's Table 5), and the query-count
-    ablation, as a grid of images × queries; each point runs stage 1 then stage 2."""
-
-    name: str = "sweep"
-    stage1: SweepStageConfig = field(default_factory=SweepStageConfig)
-    stage2: SweepStageConfig = field(default_factory=SweepStageConfig)
-    paired_fraction: float = field(default=0.1, metadata=_range(0.0, 0.1, lo_open=True))  # the paper: ≤10% captioned
-    held_out: int = field(default=500, metadata=_range(1))  # images captioned for the accuracy
-    images: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # stage-1 images per point
-    queries: list[int] = field(default_factory=lambda: [16])  # model.num_queries per point
-    trial: SweepTrialConfig = field(default_factory=SweepTrialConfig)
-
-    def validate(self) -> "SweepConfig":
-        for key in ("stage1", "stage2"):
-            if not getattr(self, key).job:
-                raise ConfigError(f"{key}.job: required (a job file, e.g. toy-{key}.yaml)")
-        for key in ("images", "queries"):
-            counts = getattr(self, key)
-            if not counts:
-                raise ConfigError(f"{key}: got [], expected at least one count")
-            for i, n in enumerate(counts):
-                if n < 1:
-                    raise ConfigError(f"{key}[{i}]: got {n}, expected a count ≥ 1")
-            if len(set(counts)) != len(counts):
-                raise ConfigError(f"{key}: got {counts}, expected each count once")
-        return self
-
-
-def load_sweep(path: str | Path, *, images: list[int] | None = None, queries: list[int] | None = None) -> SweepConfig:
-    """Load and validate a sweep file; `images`/`queries` (the command line's) replace its lists."""
-    data = load_yaml(path)
-    data.update({k: v for k, v in (("images", images), ("queries", queries)) if v is not None})
-    try:
-        return _build(SweepConfig, data, "").validate()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
