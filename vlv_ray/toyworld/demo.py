@@ -20,7 +20,7 @@ from pathlib import Path
 from vlv_ray.config import load_job
 from vlv_ray.toyworld import evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR, TOWER_FILE
-from vlv_ray.toyworld.point import (JOBS, Stages, common_overrides, demo_say as _say, paired_count, point, runs_cost,
+from vlv_ray.toyworld.point import (Stages, common_overrides, demo_say as _say, paired_count, point, runs_cost,
                                     run_stage1, runs_dir, train_job, write_world)
 
 SEEDS = 3  # stage-2 training seeds and reconstruction sampling seeds: 0 … SEEDS-1
