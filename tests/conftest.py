@@ -13,17 +13,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from helpers import REPO, free_port, own_port_flags
+
+from vlv_ray.launch import backend
 # DeepSpeed compiles C++ ops on first use; keep them in the repo's cache, not ~.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -104,16 +104,13 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray head exited early:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"ray head did not open port {port} in {timeout_s}s:\n{log.read_text()[-3000:]}")
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0, what: str = "ray head") -> None:
+    """The launcher's own wait (vlv_ray/launch/backend.py); a failure names `what` and carries its log tail."""
+    try:
+        backend._wait_port(port, proc, log, timeout_s)
+    except backend.ClusterFailed:
+        how = "exited early" if proc.poll() is not None else f"did not open port {port} in {timeout_s:.0f} s"
+        raise RuntimeError(f"{what} {how}:\n{log.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager
@@ -213,7 +210,7 @@ def s3_endpoint():
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_port(port, proc, log, timeout_s=60)
+        _wait_port(port, proc, log, timeout_s=60, what="moto server")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_tree(proc, grace_s=5)

@@ -9,28 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections import defaultdict
 from pathlib import Path
 
+# A free port, and the flags that give a second Ray head its own agent ports (Ray's are fixed:
+# the job agent's 52365): the launcher's own, which starts local heads the same way.
+from vlv_ray.launch.backend import free_port, own_port_flags  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def own_port_flags() -> list[str]:
-    """`ray start` flags giving a head its own agent ports. Ray's defaults are fixed (the job
-    agent's HTTP port is 52365), so a second head on one machine finds them taken: its job
-    agent never comes up and every `ray job submit` to it answers "No available agent"."""
-    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--ray-client-server-port={free_port()}"]
 
 
 def tiny_job(dataset, runs, *overrides):

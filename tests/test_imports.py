@@ -81,3 +81,24 @@ def test_no_import_cycle():
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_job_sections_owned_by_a_component_stand_below_the_job_config():
+    """vlv_ray/config.py assembles `cost:`, `launch:` and `logging:` from beside their owners; those
+    modules import only the typed machinery, so no arrow runs from them back up to the job."""
+    g = graph()
+    owned = ("vlv_ray.cost.config", "vlv_ray.launch.config", "vlv_ray.eval.config")
+    assert {m: sorted(g[m] - {"vlv_ray.typed"}) for m in owned} == {m: [] for m in owned}
+    assert set(owned) <= g["vlv_ray.config"]
+
+
+def test_loading_a_job_imports_no_torch():
+    """`vlv-ray config check` and the cost commands stay fast: the job schema never pulls torch in."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vlv_ray.config import load_job, CostConfig, LaunchConfig, LoggingConfig; "
+            "load_job('jobs/stage1-paper.yaml'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -1,6 +1,8 @@
 """Typed job configuration: one dataclass per component, YAML in, strict validation.
 
-A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below; an
+A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below, or, for
+the sections a component owns, beside that component (`cost:` vlv_ray/cost/config.py,
+`launch:` vlv_ray/launch/config.py, `logging:` vlv_ray/eval/config.py); an
 unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
 message names the key, the value and what is allowed. Dotted overrides on the command
 line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
@@ -22,6 +24,12 @@ from typing import Any, Literal
 import yaml
 
 from vlv_ray.typed import ConfigError, _range, build as _build  # noqa: F401 (ConfigError: this module's API too)
+
+# Sections owned by a component, defined beside its code (each imports only vlv_ray.typed);
+# re-exported here, so `from vlv_ray.config import CostConfig` keeps working.
+from vlv_ray.cost.config import CostConfig  # noqa: F401
+from vlv_ray.eval.config import LoggingConfig  # noqa: F401
+from vlv_ray.launch.config import LaunchConfig  # noqa: F401
 
 
 class _Loader(yaml.SafeLoader):
@@ -149,57 +157,10 @@ class CheckpointConfig:
     lease_timeout_s: float = field(default=120.0, metadata=_range(3.0))
 
 
-@dataclass
-class LoggingConfig:
-    every_steps: int = field(default=10, metadata=_range(1))
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    wandb_project: str = "vlv-ray"
-    wandb_dir: str = "wandb"  # local dir for wandb's files (offline runs: `wandb sync` it later)
-    # Every N steps (0: never): reconstructions (stage 1) or captions (stage 2) of a few
-    # training images, to wandb and to <storage_path>/<name>/eval/.
-    eval_every_steps: int = field(default=0, metadata=_range(0))
-    eval_images: int = field(default=4, metadata=_range(1))
-    eval_sample_steps: int = field(default=20, metadata=_range(1))  # diffusion steps per reconstruction
-    eval_guidance: float = 2.0  # CFG scale (the paper reports CFG 2)
-    # Stage 1 measured by images seen (the paper's Table 5 in one run): each time the images
-    # seen pass one of these points (e.g. [6000000, 18000000, 40000000]), reconstruction FID on
-    # the first `eval_fid_images` images of `eval_data` (a prepared held-out set, the same images
-    # every time), with `eval_sample_steps` and `eval_guidance`; one line per point in
-    # <run>/eval.jsonl and wandb (vlv_ray/eval/during.py).
-    eval_every_images: list[int] = field(default_factory=list)
-    eval_data: str | None = None
-    eval_fid_images: int = field(default=1000, metadata=_range(2))
-    eval_features: str = "inception"  # or package.module:attribute (vlv_ray/eval/features.py)
 
 
-@dataclass
-class CostConfig:
-    """Dollars: the live ledger (vlv_ray/cost), the budget guard and `vlv-ray cost estimate`."""
-
-    instance_type: str | None = None  # the GPU worker's instance type, for `cost estimate` (a catalog row)
-    market: Literal["spot", "on-demand"] = "spot"  # for nodes whose labels do not say
-    region: str | None = None  # picks a catalog row where several regions list the instance type
-    prices_csv: str | None = None  # a CSV that extends/overrides vlv_ray/cost/snapshot.csv
-    # A node whose labels name no instance type (a laptop, CI, a plain `ray start`) costs this.
-    local_node_usd_per_hour: float = field(default=0.0, metadata=_range(0.0))
-    budget_usd: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    poll_s: float = field(default=10.0, metadata=_range(0.0, lo_open=True))  # how often the ledger reads the nodes
-    # The cost model's stated assumptions (vlv_ray/cost/model.py); a job overrides them here.
-    spot_price: Literal["min", "median", "max"] = "median"  # which of a region's zone spot prices to plan with
-    spot_preemptions_per_node_hour: float = field(default=0.05, metadata=_range(0.0))  # spot reclaims per node-hour
-    restart_s: float = field(default=600.0, metadata=_range(0.0))  # a reclaim's replacement node + resume
-    storage_gb: float = field(default=1000.0, metadata=_range(0.0))  # shards + checkpoints held during the run
-    storage_usd_per_gb_month: float = field(default=0.023, metadata=_range(0.0))  # object storage list price
-    network_gbps_if_unknown: float = field(default=10.0, metadata=_range(0.0, lo_open=True))  # see cost/hardware.py
 
 
-@dataclass
-class LaunchConfig:
-    """`vlv-ray launch` (vlv_ray/launch): what happens around the run on a cluster it starts."""
-
-    # Where launch copies <storage_path>/<name>/export/ when the job ends, before the cluster
-    # is torn down (a local path or URI); empty: the exports stay in the run directory.
-    export_to: str = ""
 
 
 @dataclass
@@ -262,12 +223,7 @@ class JobConfig:
                               "runs DeepSpeed's CPU Adam)")
         if self.stage == 2 and not self.model.stage1:
             raise ConfigError("model.stage1: required for stage 2 (a stage-1 export: <run>/export/stage1)")
-        log = self.logging
-        if log.eval_every_images and (self.stage != 1 or not log.eval_data):
-            raise ConfigError("logging.eval_every_images: needs stage 1 and logging.eval_data (a prepared held-out "
-                              "set)" if self.stage == 1 else "logging.eval_every_images: stage 1 only (reconstruction FID)")
-        if any(n < 1 for n in log.eval_every_images):
-            raise ConfigError(f"logging.eval_every_images: got {log.eval_every_images}, expected image counts ≥ 1")
+        self.logging.validate(self.stage)
         for i, cb in enumerate(self.callbacks):
             if not _CALLBACK_PATH.match(cb.path):
                 raise ConfigError(f"callbacks[{i}].path: got {cb.path!r}, expected 'package.module:ClassName'")

@@ -44,57 +44,42 @@ def for_job(cfg):
     return cfg, RunPaths.of(cfg)
 
 
+class _Under:
+    """A path below the run directory, read as an attribute: `RunPaths.logs` → <run>/logs."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, paths: "RunPaths | None", owner: type | None = None):
+        return self if paths is None else _storage.join(paths.run, *self.parts)
+
+
 @dataclass(frozen=True)
 class RunPaths:
     run: str  # <storage_path>/<name>
     storage: dict[str, str | None] = field(default_factory=dict)  # endpoint_url, region
+
+    # The layout (the module's docstring), one line a path.
+    exports = _Under("export")
+    logs = _Under("logs")
+    cost = _Under("cost")
+    eval = _Under("eval")
+    eval_log = _Under("eval.jsonl")  # FID by images seen (vlv_ray/eval/during.py)
+    rejects = _Under("rejects")
+    history = _Under("history.jsonl")
+    lease = _Under("_LEASE.json")
 
     @classmethod
     def of(cls, cfg) -> "RunPaths":
         """From a job whose paths are already absolute (`absolutized`)."""
         return cls(_storage.join(cfg.storage_path, cfg.name), cfg.storage.options)
 
-    def _at(self, *parts: str) -> str:
-        return _storage.join(self.run, *parts)
-
     @property
     def checkpoints(self) -> str:
         return self.run  # Ray Train's RunConfig(storage_path, name) puts them in the run directory
 
-    @property
-    def exports(self) -> str:
-        return self._at("export")
-
     def export(self, stage: int) -> str:
-        return self._at("export", f"stage{stage}")
-
-    @property
-    def logs(self) -> str:
-        return self._at("logs")
-
-    @property
-    def cost(self) -> str:
-        return self._at("cost")
-
-    @property
-    def eval(self) -> str:
-        return self._at("eval")
-
-    @property
-    def eval_log(self) -> str:
-        return self._at("eval.jsonl")  # FID by images seen (vlv_ray/eval/during.py)
-
-    @property
-    def rejects(self) -> str:
-        return self._at("rejects")
-
-    @property
-    def history(self) -> str:
-        return self._at("history.jsonl")
-
-    @property
-    def lease(self) -> str:
-        return self._at("_LEASE.json")
+        return _storage.join(self.run, "export", f"stage{stage}")
 
     def to_dict(self) -> dict:
         return {"run": self.run, "storage": dict(self.storage)}

@@ -76,9 +76,18 @@ def test_a_results_file_of_another_shape_is_one_line(tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    for args, msg in ((["--throughput", "37", "--instance", "p9.huge"], "--instance: 'p9.huge' is not in"),
-                      (["--throughput", "-1"], "--throughput: got -1.0"),
-                      (["--results", str(tmp_path / "none.json")], "--throughput: required")):
-        r = estimate(str(REPO / "jobs/stage1-paper.yaml"), *args)
+    neither = tmp_path / "neither.csv"
+    neither.write_text("a,b\n1,2\n")
+    stage2 = (REPO / "jobs/stage2-paper.yaml").read_text()
+    assert "batch_size: 8" in stage2
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(stage2.replace("batch_size: 8", "batch_size: 64"))
+    stage1 = str(REPO / "jobs/stage1-paper.yaml")
+    for job, args, msg in ((stage1, ["--throughput", "37", "--instance", "p9.huge"], "--instance: 'p9.huge' is not in"),
+                           (stage1, ["--throughput", "-1"], "--throughput: got -1.0"),
+                           (stage1, ["--results", str(tmp_path / "none.json")], "--throughput: required"),
+                           (stage1, ["--prices", str(neither)], f"{neither}: header: expected SkyPilot's"),
+                           (str(huge), [], f"{huge}: data.batch_size: micro-batch 64 needs")):
+        r = estimate(job, *args)
         assert r.returncode == 2 and r.stderr.startswith("vlv-ray: error: ") and msg in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1

@@ -92,6 +92,11 @@ def test_memory_fits_as_is_with_recompute_or_not_at_all():
     s2 = load_job(STAGE2, [])
     assert "needs" in model.fit(s2, 44.7, measured(memory=((8, 68.4),)))
     assert model.fit(s2, 80.0, measured(memory=((8, 68.4),))) == ([], 1.0)
+    # … and every output says its memory rests on one point (an upper bound), or on two.
+    assert "from one measured peak: an upper bound" in model.fit(s2, 44.7, measured(memory=((8, 68.4),)))
+    assert "upper bound" not in model.fit(big, 141.0, measured())
+    assert "one measured peak (68.4 GB at batch 8): an upper bound" in model.memory_basis(2, measured(memory=((8, 68.4),)))
+    assert "19.12 GB at batch 16, 29.66 GB at batch 32" in model.memory_basis(1, measured())
 
 
 def plan(*args, env=None):
@@ -114,6 +119,7 @@ def test_plan_ranks_markets_by_the_jobs_total_and_shows_each_rows_inputs():
     # Stage 2 (68 GiB at batch 8) fits no 48 GiB GPU: those markets are left out, and counted.
     assert any("micro-batch 8" in d["reason"] for d in out["dropped"])
     assert out["snapshot"]["aws"]["commit"] and out["assumptions"]
+    assert any(a.startswith("memory, stage 2: one measured peak") for a in out["assumptions"])
     text = plan(STAGE1, "--clouds", "gcp").stdout
     assert "gcp" in text and " aws " not in text and "assumption:" in text
 
@@ -145,10 +151,13 @@ def test_write_cluster_renders_a_launcher_yaml_that_validates(tmp_path, cloud, e
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     huge = tmp_path / "huge.yaml"
     huge.write_text(Path(STAGE2).read_text().replace("batch_size: 8", "batch_size: 64"))
+    neither = tmp_path / "neither.csv"
+    neither.write_text("a,b\n1,2\n")
     cases = [((STAGE1, "--clouds", "azure"), "--clouds: 'azure' is not a cloud"),
              ((STAGE1, "--budget", "10"), "--budget: $10.00 is below every row"),
              ((str(huge),), f"{huge}: data.batch_size: micro-batch 64 needs"),
-             ((STAGE1, "--max-gpus", "0"), "--max-gpus: got 0")]
+             ((STAGE1, "--max-gpus", "0"), "--max-gpus: got 0"),
+             ((STAGE1, "--prices", str(neither)), f"{neither}: header: expected SkyPilot's")]
     for args, msg in cases:
         r = plan(*args)
         assert r.returncode == 2 and r.stderr.startswith("vlv-ray: error: ") and msg in r.stderr, (args, r.stderr)

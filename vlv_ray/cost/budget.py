@@ -1,6 +1,9 @@
 """The budget guard: from what a run has spent and its measured $/step, ok, warn or stop.
 
-Projected total = spent + remaining steps × measured $/step.
+Projected total = spent + remaining steps × $/step (`model.projected_usd`, the cost model's
+own projection). The $/step is the run's measured one; before a step has been measured it
+is the model's quote for the job's instance (`model.quote_job`, the figure `cost estimate`
+and `cost plan` show for it), and then the guard only warns (`basis` names the quote).
 - warn (the caller logs it once) when the projected total reaches 80% of the budget;
 - stop when one more step would take the spend past the budget: the run checkpoints and
   ends before the budget is blown, not after.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from vlv_ray.cost.model import projected_usd
 
 WARN_AT = 0.8
 
@@ -27,9 +32,17 @@ class Verdict:
 class BudgetGuard:
     budget_usd: float
 
-    def check(self, spent: float, step: int, max_steps: int, usd_per_step: float) -> Verdict:
-        projected = spent + max(0, max_steps - step) * usd_per_step
+    def check(self, spent: float, step: int, max_steps: int, usd_per_step: float, basis: str = "") -> Verdict:
+        """`basis` empty: `usd_per_step` is measured. Else it is a quote (named by `basis`): warn, never stop."""
+        projected = projected_usd(spent, step, max_steps, usd_per_step)
         b = self.budget_usd
+        if basis and projected >= WARN_AT * b:
+            return Verdict("warn", spent, projected, b,
+                           f"budget: the cost model projects ${projected:.2f} for {max_steps} steps, {projected / b:.0%} "
+                           f"of cost.budget_usd=${b:.2f} (spent ${spent:.2f} at step {step}; {basis}, "
+                           f"${usd_per_step:.4f}/step)")
+        if basis:
+            return Verdict("ok", spent, projected, b)
         if step < max_steps and spent + usd_per_step >= b:
             bigger = round(max(projected, spent) * 1.1, 2)
             return Verdict("stop", spent, projected, b,

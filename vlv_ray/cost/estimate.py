@@ -57,9 +57,9 @@ def _row(cfg: JobConfig, p: Price, cat: Catalog, got: model.Measured) -> Row | s
 
 
 def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance: str | None,
-             results=RESULTS, alternatives: int = 4) -> dict:
-    """The job's instance type (or the cheapest) and the cheapest alternatives."""
-    got = model.measured(cfg.stage, results, resolution=cfg.data.resolution, batch_size=cfg.data.batch_size)
+             results=RESULTS, alternatives: int = 4, source: str = "job") -> dict:
+    """The job's instance type (or the cheapest) and the cheapest alternatives (`source`: the job file)."""
+    got = model.measured_job(cfg, results)
     if throughput is None and not got.throughput:
         raise CatalogError("--throughput: required (samples/s per GPU): no measured figure for stage "
                            f"{cfg.stage} in {results}")
@@ -83,6 +83,8 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
         r = _row(cfg, p, cat, measured_for(p))
         if isinstance(r, Row):
             rows.append(r)
+    if not rows and (why := model.fits_no_gpu(cfg, cat.gpu_rows(), got)):
+        raise CatalogError(f"{source}: {why}")
     rows.sort(key=lambda r: r.spot_usd if r.spot_usd is not None else r.on_demand_usd)
     chosen = None
     if chosen_price:
@@ -104,6 +106,7 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
                             f"{cfg.cost.spot_preemptions_per_node_hour:g} spot reclaims per node-hour, each losing "
                             f"half a checkpoint interval + {cfg.cost.restart_s:g} s",
                             "gradient all-reduce per optimizer step not overlapped with compute",
+                            f"memory, {model.memory_basis(cfg.stage, got)}",
                             "* = throughput estimated from a measured GPU by peak and bandwidth (model.py)"]}
 
 

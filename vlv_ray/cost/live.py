@@ -4,6 +4,10 @@ Rank 0 asks the driver's `CostTracker` actor; the budget decision is rank 0's an
 shared with every rank by one all-reduce, so all ranks checkpoint and stop at the same
 step. Without a tracker (a loop started outside `launch.run`) the dollars stay at the
 total the checkpoint carried.
+
+Before the first step is measured, rank 0 runs the guard once on the cost model's quote for
+the job's instance (`model_verdict`): a job the model already prices past 80% of its budget
+is warned about at its start, with the same figure `cost estimate` shows.
 """
 from __future__ import annotations
 
@@ -12,8 +16,22 @@ import time
 import torch
 
 from vlv_ray.config import JobConfig
-from vlv_ray.cost.budget import BudgetGuard
+from vlv_ray.cost import model
+from vlv_ray.cost.budget import BudgetGuard, Verdict
+from vlv_ray.cost.catalog import CatalogError
 from vlv_ray.cost.tracker import actor_name
+
+
+def model_verdict(cfg: JobConfig, guard: BudgetGuard, spent: float, step: int, **quote_kw) -> Verdict | None:
+    """The guard on the model's $/step for the job's instance; None where the model has no quote."""
+    try:
+        q = model.quote_job(cfg, **quote_kw)
+    except CatalogError:  # advisory: an unreadable results/prices file is `cost estimate`'s to report
+        return None
+    if isinstance(q, str):
+        return None
+    basis = f"quote for {q.nodes} × {q.instance_type} {q.market} in {q.region}"
+    return guard.check(spent, step, cfg.max_steps, q.usd_per_step, basis=basis)
 
 
 class LiveCost:
@@ -34,6 +52,10 @@ class LiveCost:
                       "dollars stay at the checkpoint's total", flush=True)
         self.start_step, self.start_usd = step, self.spent()
         self.warned, self.message = False, ""
+        if rank == 0 and self.guard is not None:
+            v = model_verdict(cfg, self.guard, self.start_usd, step)
+            if v is not None and v.action == "warn":
+                print(f"[vlv-ray] WARNING {v.message}", flush=True)
 
     def spent(self) -> float:
         """Dollars the run has cost so far (rank 0; other ranks see the last shared figure)."""

@@ -10,6 +10,8 @@ cluster definitions in `cluster/` set:
 
 A node with no instance-type label (a laptop, CI, a plain `ray start`) is priced at the
 job's `cost.local_node_usd_per_hour` (default $0), so the same code path always runs.
+A catalogued node is priced as the cost model prices it (`model.hourly`: spot at the job's
+`cost.spot_price` statistic), so a run's ledger and its estimate use one price.
 Idle nodes cost money and are counted like busy ones.
 
 Between two polls a node that was up at both is charged the whole interval; one that
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import logging
 
-from vlv_ray.config import CostConfig
+from vlv_ray.cost.config import CostConfig
 from vlv_ray.cost.catalog import Catalog
+from vlv_ray.cost.model import hourly
 from vlv_ray.cost.ledger import Entry, Ledger
 
 log = logging.getLogger(__name__)
@@ -49,13 +52,14 @@ def describe(node: dict, stage: int, catalog: Catalog, cost: CostConfig) -> Entr
         return Entry(node_id=node["NodeID"], node_type=node_type if labels.get(NODE_TYPE) else "local",
                      instance_type="local", market=market, stage=stage, usd_per_hour=cost.local_node_usd_per_hour)
     price = catalog.lookup(instance, labels.get("vlv-ray/region") or cost.region)
-    if price is None:
-        log.warning("cost: instance type %r of node %s is not in the price catalog: counted at $0 "
-                    "(add a row with cost.prices_csv)", instance, node["NodeID"][:8])
+    usd = hourly(price, market, cost) if price else None
+    if usd is None:
+        log.warning("cost: instance type %r of node %s has no %s price in the catalog: counted at $0 "
+                    "(add a row with cost.prices_csv)", instance, node["NodeID"][:8], market)
         return Entry(node_id=node["NodeID"], node_type=node_type, instance_type=instance, market=market,
                      stage=stage, usd_per_hour=0.0, priced=False)
     return Entry(node_id=node["NodeID"], node_type=node_type, instance_type=instance, market=market,
-                 stage=stage, usd_per_hour=price.usd_per_hour(market))
+                 stage=stage, usd_per_hour=usd)
 
 
 class NodeMeter:

@@ -18,8 +18,13 @@
 4. Spot preemption: each node is reclaimed `cost.spot_preemptions_per_node_hour` times an
    hour (an assumption the job can override); each reclaim loses the work since the last
    checkpoint (half an interval on average) plus `cost.restart_s`, for the whole cluster.
-5. Dollars: whole nodes × the catalog's hourly price × wall time, + the CPU head
-   (on-demand, same region) × wall time, + storage (`cost.storage_gb` × $/GB-month).
+5. Dollars: whole nodes × the catalog's hourly price (`hourly()`: spot at the job's
+   `cost.spot_price` statistic, the same figure the live ledger meters nodes at) × wall time,
+   + the CPU head (on-demand, same region) × wall time, + storage (`cost.storage_gb` × $/GB-month).
+   Every term is proportional to wall time, so a quote is also a price per step
+   (`Quote.usd_per_step`), and `projected_usd()` is the one projection: the budget guard runs
+   it on a live run's measured $/step, and on the model's own before the first step
+   (`quote_job()`: the job's `cost.instance_type` in `cost.market`, as `cost estimate` prices it).
 """
 from __future__ import annotations
 
@@ -29,8 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vlv_ray.config import JobConfig
-from vlv_ray.cost import hardware
+from vlv_ray.cost import catalog as catalog_mod, hardware
 from vlv_ray.cost.catalog import Catalog, CatalogError, Price
+from vlv_ray.cost.config import CostConfig
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results.json"
 # Share of GPU busy time in FLOP-bound kernels, and the GPU's busy share of the step
@@ -90,6 +96,11 @@ def measured(stage: int, path: Path = RESULTS, *, resolution: int | None = None,
     return out
 
 
+def measured_job(cfg: JobConfig, path: Path = RESULTS) -> Measured:
+    """`measured()` for this job's stage, resolution and micro-batch."""
+    return measured(cfg.stage, path, resolution=cfg.data.resolution, batch_size=cfg.data.batch_size)
+
+
 def scale(stage: int, anchor: str, target: str) -> float:
     """Step-time ratio target/anchor from the profile split (>1: slower)."""
     a, t, p = hardware.GPUS[anchor], hardware.GPUS[target], PROFILE[stage]
@@ -133,7 +144,44 @@ def fit(cfg: JobConfig, gpu_memory_gib: float, got: Measured) -> tuple[list[str]
     if per > 0 and fixed + per * b * RECOMPUTE_KEEPS <= usable:
         module = "unet" if cfg.stage == 1 else "llm"
         return [f"model.gradient_checkpointing=[{module}]"], 1 / (1 + RECOMPUTE_COST * PROFILE[cfg.stage]["flop_share"])
-    return f"micro-batch {b} needs ≈{need:.0f} GiB (model: {fixed:.1f} + {per:.2f}/sample), {usable:.0f} usable"
+    one = ", from one measured peak: an upper bound" if len(got.memory) == 1 else ""
+    return (f"micro-batch {b} needs ≈{need:.0f} GiB (model: {fixed:.1f} + {per:.2f}/sample{one}), "
+            f"{usable:.0f} usable")
+
+
+def memory_basis(stage: int, got: Measured) -> str:
+    """What `fit()` knows of this stage's memory, in words: every output that drops a row says it."""
+    pts = ", ".join(f"{m:g} GB at batch {b}" for b, m in got.memory)
+    if not got.memory:
+        return f"stage {stage}: no measured peak memory, so no micro-batch is ruled out"
+    if len(got.memory) == 1:
+        return (f"stage {stage}: one measured peak ({pts}): an upper bound, all of it fixed at or below that batch "
+                "and proportional above it; a second batch size measured on the GPU would split fixed from "
+                "per-sample memory")
+    return f"stage {stage}: peaks measured at {pts}: fixed + per-sample memory from the two ends"
+
+
+def fits_no_gpu(cfg: JobConfig, gpus: list[Price], got: Measured) -> str | None:
+    """Why the job's micro-batch fits none of these GPUs (even with recompute), or None if one fits.
+
+    The job's error, not a row count: `cost plan` and `cost estimate` both raise it."""
+    sizes = sorted({(p.gpu_memory_gib, p.gpu_model) for p in gpus}, reverse=True)
+    if not sizes or not all(isinstance(fit(cfg, mem, got), str) for mem, _ in sizes):
+        return None
+    mem, gpu = sizes[0]
+    return (f"data.batch_size: {fit(cfg, mem, got)} on the largest listed GPU ({gpu}, {mem:g} GiB), "
+            "so it fits none; lower data.batch_size")
+
+
+def hourly(p: Price, market: str, cost: CostConfig) -> float | None:
+    """$/node-hour of `p` in `market`: spot at the `cost.spot_price` statistic of the region's zone
+    prices (on-demand where no spot price is listed). Quotes and the live ledger both price with it."""
+    return p.usd_per_hour(market, cost.spot_price)
+
+
+def projected_usd(spent: float, step: int, max_steps: int, usd_per_step: float) -> float:
+    """A run's total: what it has spent + the steps left × dollars per step (a quote: spent 0, step 0)."""
+    return spent + max(0, max_steps - step) * usd_per_step
 
 
 @dataclass
@@ -165,6 +213,8 @@ class Quote:
     head_usd: float
     storage_usd: float
     total_usd: float
+    steps: int
+    usd_per_step: float  # total ÷ steps: every term is proportional to wall time
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -188,8 +238,8 @@ def quote(cfg: JobConfig, p: Price, market: str, cat: Catalog, got: Measured, *,
           workers: int | None = None, speedup: float = 1.0) -> Quote | str:
     """The job's cost on one (cloud, region, instance type, market), or why it cannot run there."""
     c = cfg.cost
-    hourly = p.usd_per_hour(market, c.spot_price)
-    if hourly is None:
+    node_usd_h = hourly(p, market, c)
+    if node_usd_h is None:
         return f"{p.instance_type} in {p.region}: no {market} price listed"
     if market == "spot" and p.spot_usd_per_hour is None:
         return f"{p.instance_type} in {p.region}: no spot price listed"
@@ -227,9 +277,23 @@ def quote(cfg: JobConfig, p: Price, market: str, cat: Catalog, got: Measured, *,
         head_note = f" (none listed in {p.region}: {head.region}'s price)" if head else ""
     head_usd = wall * head.on_demand_usd_per_hour if head else 0.0
     storage_usd = c.storage_gb * c.storage_usd_per_gb_month * wall / 730.0
-    gpu_usd = nodes * hourly * wall
+    gpu_usd = nodes * node_usd_h * wall
+    total = gpu_usd + head_usd + storage_usd
     return Quote(cfg.name, p.cloud, p.region, p.instance_type, p.gpu_model, market,
-                 c.spot_price if market == "spot" else "", hourly, p.gpus, nodes, workers, samples, sps, origin,
+                 c.spot_price if market == "spot" else "", node_usd_h, p.gpus, nodes, workers, samples, sps, origin,
                  estimated, settings, comm_s, comm_from, preemptions, lost_h, wall, nodes * p.gpus * wall, gpu_usd,
                  f"{head.instance_type} ${head.on_demand_usd_per_hour:g}/h{head_note}" if head else "none listed",
-                 head_usd, storage_usd, gpu_usd + head_usd + storage_usd)
+                 head_usd, storage_usd, total, cfg.max_steps, total / cfg.max_steps)
+
+
+def quote_job(cfg: JobConfig, *, results: Path = RESULTS, cat: Catalog | None = None) -> Quote | str:
+    """The job's own instance (`cost.instance_type` in `cost.region`, `cost.market`), as `cost estimate`
+    prices it; or why there is no quote (no instance named, not in the catalog, no throughput …)."""
+    c = cfg.cost
+    if not c.instance_type:
+        return "cost.instance_type: not set (the model prices a named instance type)"
+    cat = cat or catalog_mod.load(c.prices_csv)
+    p = cat.lookup(c.instance_type, c.region)
+    if p is None:
+        return f"cost.instance_type: {c.instance_type!r} is not in the price catalog"
+    return quote(cfg, p, c.market, cat, measured_job(cfg, results))

@@ -37,15 +37,11 @@ def plan(cfgs: list[tuple[str, JobConfig]], cat: Catalog, *, clouds: list[str] |
     for c in clouds or []:
         if c not in known:
             raise PlanError(f"clouds: {c!r} is not a cloud of the price snapshot (known: {', '.join(known)})")
-    got = {path: model.measured(cfg.stage, results, resolution=cfg.data.resolution, batch_size=cfg.data.batch_size)
-           for path, cfg in cfgs}
+    got = {path: model.measured_job(cfg, results) for path, cfg in cfgs}
     gpus = [p for p in cat.gpu_rows() if not clouds or p.cloud in clouds]
-    for path, cfg in cfgs:  # a micro-batch that fits no listed GPU is the job's error, not a row count
-        sizes = sorted({(p.gpu_memory_gib, p.gpu_model) for p in gpus}, reverse=True)
-        if sizes and all(isinstance(model.fit(cfg, mem, got[path]), str) for mem, _ in sizes):
-            mem, gpu = sizes[0]
-            raise PlanError(f"{path}: data.batch_size: {model.fit(cfg, mem, got[path])} on the largest listed "
-                            f"GPU ({gpu}, {mem:g} GiB), so it fits none; lower data.batch_size")
+    for path, cfg in cfgs:
+        if why := model.fits_no_gpu(cfg, gpus, got[path]):
+            raise PlanError(f"{path}: {why}")
     rows, dropped = [], Counter()
     for p in gpus:
         for market in MARKETS:
@@ -81,7 +77,7 @@ def plan(cfgs: list[tuple[str, JobConfig]], cat: Catalog, *, clouds: list[str] |
     return {"jobs": [path for path, _ in cfgs], "rows": rows[:TOP], "candidates": len(rows),
             "projections": projections,
             "dropped": [{"reason": why, "rows": n} for why, n in dropped.most_common()],
-            "snapshot": cat.meta, "assumptions": assumptions(cfgs)}
+            "snapshot": cat.meta, "assumptions": assumptions(cfgs, got)}
 
 
 def project(cfgs, cat: Catalog, row: dict, target: float, got: dict, max_gpus: int | None) -> dict:
@@ -123,8 +119,9 @@ def _where(row: dict) -> str:
     return f"{row['cloud']} {row['region']} {row['instance_type']} {row['market']}"
 
 
-def assumptions(cfgs: list[tuple[str, JobConfig]]) -> list[str]:
+def assumptions(cfgs: list[tuple[str, JobConfig]], got: dict[str, model.Measured]) -> list[str]:
     c = cfgs[0][1].cost
+    stages = {cfg.stage: got[path] for path, cfg in cfgs}
     return [
         f"throughput: measured where that GPU was measured; else *estimated* by peak/bandwidth ratios on the "
         f"H200 profile (FLOP-bound share of busy time {model.PROFILE[1]['flop_share']:.0%} stage 1, "
@@ -132,6 +129,7 @@ def assumptions(cfgs: list[tuple[str, JobConfig]]) -> list[str]:
         f"memory: micro-batch must fit {model.USABLE_MEMORY:.0%} of GPU memory; peak = fixed + per-sample × batch "
         f"from the measured peaks; recompute keeps {model.RECOMPUTE_KEEPS:.2f} of activations for "
         f"+{model.RECOMPUTE_COST:.2f} of the FLOP-bound time",
+        *(f"memory, {model.memory_basis(stage, m)}" for stage, m in sorted(stages.items())),
         f"communication: bf16 gradient all-reduce of {model.TRAINABLE_PARAMS[1] / 1e9:g}B (stage 1) / "
         f"{model.TRAINABLE_PARAMS[2] / 1e9:g}B (stage 2) parameters per optimizer step, not overlapped",
         f"spot: {c.spot_price} of the region's zone prices; {c.spot_preemptions_per_node_hour:g} reclaims per "
