@@ -204,12 +204,11 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
         try:
             # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
             lease = None if local else precheck.take_lease(cfg, paths)
-            cluster_address()  # in seconds, before anything is printed
             # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
             precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
             quiet.apply_to_this_process(cfg.scaling.use_gpu)
             with stop.deferred():  # a half-started local cluster is not ours to leave behind
-                ensure_ray()
+                ensure_ray()  # a RAY_ADDRESS where nothing answers: one line, in seconds (cluster_address)
                 stop.claim()
             if not local:
                 precheck.placeable(cfg, worker_resources(cfg))
