@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +21,12 @@ from vlv_ray.launch.backend import free_port, own_port_flags  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
+
+
+def vlv(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`vlv-ray ARGS…` as a user runs it: a subprocess in `cwd` with the environment `env`."""
+    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def tiny_job(dataset, runs, *overrides):

@@ -42,6 +42,14 @@ def test_data_and_models_never_import_train_infer_or_the_miniature_world():
     assert {m: d for m, d in bad.items() if d} == {}
 
 
+def test_evaluation_never_imports_training():
+    """The training loop runs evaluations by images seen (eval/during.py); eval/ reaching back into
+    train/ would make the two folders one loop (it did, for `eval_mode`, now in models/modes.py)."""
+    bad = {m: sorted(d for d in deps if d.startswith("vlv_ray.train"))
+           for m, deps in graph().items() if m.startswith("vlv_ray.eval")}
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
 def test_models_never_name_the_miniature_world():
     """Not even as a string for importlib: toyworld/presets.py registers the toy preset itself."""
     named = [str(p.relative_to(REPO)) for p in (PACKAGE / "models").rglob("*.py")
@@ -83,13 +91,16 @@ def test_no_import_cycle():
     assert cycles == []
 
 
-def test_job_sections_owned_by_a_component_stand_below_the_job_config():
-    """vlv_ray/config.py assembles `cost:`, `launch:` and `logging:` from beside their owners; those
-    modules import only the typed machinery, so no arrow runs from them back up to the job."""
+def test_the_job_schema_stands_below_every_component():
+    """vlv_ray/config/ (the job, its sections, sweep files) imports only the typed machinery, the
+    preset registry and storage's redaction: no arrow runs from the schema up to a component
+    that reads it (the sections once lived beside their owners, which drew three such arrows)."""
     g = graph()
-    owned = ("vlv_ray.cost.config", "vlv_ray.launch.config", "vlv_ray.eval.config")
-    assert {m: sorted(g[m] - {"vlv_ray.typed"}) for m in owned} == {m: [] for m in owned}
-    assert set(owned) <= g["vlv_ray.config"]
+    schema = {m for m in g if m == "vlv_ray.config" or m.startswith("vlv_ray.config.")}
+    assert {"vlv_ray.config.job", "vlv_ray.config.cost", "vlv_ray.config.launch", "vlv_ray.config.logging",
+            "vlv_ray.config.sweep"} <= schema
+    below = {"vlv_ray.typed", "vlv_ray.registry", "vlv_ray.storage"}
+    assert {m: sorted(g[m] - schema - below) for m in schema} == {m: [] for m in schema}
 
 
 def test_loading_a_job_imports_no_torch():

@@ -69,3 +69,17 @@ def test_resized_records_the_old_cut_only_when_the_world_changes():
     assert order.resized(pos, 2) is pos
     assert order.resized({"epoch": 3}, 5) == {"epoch": 3}
     assert order.resized(pos, 1) == {"epoch": 3, "splits": [[2, [4, 4]]], "world": 1, "consumed": [0]}
+
+
+def test_first_rows_keeps_the_manifests_first_rows_in_place():
+    """data.max_images: the first N rows in manifest order; the last block keeps its first rows."""
+    six = order.first_rows(BLOCKS, 6)
+    assert [(b.shard, b.group, b.rows, b.stored_rows) for b in six] == [(0, 0, 4, 4), (0, 1, 2, 4)]
+    assert order.first_rows(BLOCKS, None) == BLOCKS and order.first_rows(BLOCKS, TOTAL) == BLOCKS
+    assert [b.rows for b in order.first_rows(BLOCKS, 11)] == [4, 4, 2, 1]
+    # Every row of the subset is served once an epoch, whatever the seed: a shuffle of the same rows.
+    served = [(s.block, int(order.row_permutation(0, 0, s.block, six[s.block].rows)[i]))
+              for s in order.rank_segments(six, 0, {"epoch": 0}, 1, 0) for i in range(s.start, s.stop)]
+    assert sorted(served) == [(0, r) for r in range(4)] + [(1, r) for r in range(2)]
+    with pytest.raises(ValueError, match=f"max_images: got {TOTAL + 1}, expected at most the {TOTAL} images"):
+        order.first_rows(BLOCKS, TOTAL + 1)

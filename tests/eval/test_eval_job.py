@@ -98,6 +98,8 @@ def test_bad_input_is_one_line_and_exit_2(exports, tiny_dataset, tmp_path):
     s1, s2, data = str(root / "stage1"), str(root / "stage2"), str(tiny_dataset)
     (tmp_path / "notpipe").mkdir()
     (tmp_path / "notpipe" / "model_index.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    (tmp_path / "badindex").mkdir()
+    (tmp_path / "badindex" / "model_index.json").write_text("{not json")
     cases = [
         (["recon", "--stage1", s2, "--data", data], "a 'vlv-stage2' export, expected a vlv-stage1 export"),
         (["caption", "--stage2", s1, "--data", data], "a 'vlv-stage1' export, expected a vlv-stage2 export"),
@@ -107,6 +109,9 @@ def test_bad_input_is_one_line_and_exit_2(exports, tiny_dataset, tmp_path):
          f"{root}: not a diffusers pipeline directory (no model_index.json)"),
         (["caption", "--stage2", s2, "--data", data, "--t2i", str(tmp_path / "notpipe")],
          "_class_name 'AutoencoderKL' is not a diffusers pipeline class"),
+        (["caption", "--stage2", s2, "--data", data, "--t2i", str(tmp_path / "badindex")],
+         "model_index.json: not a diffusers model index (expected a JSON object with _class_name)"),
+        (["recon", "--stage1", s1, "--data", data, "--images", "1"], "--images: got 1, expected at least 2"),
         (["recon", "--stage1", s1, "--data", data, "--guidance", "2,x"], "--guidance: got '2,x'"),
         (["recon", "--stage1", s1, "--data", data, "--features", "nope"], "--features: got 'nope'"),
         (["recon", "--stage1", s1, "--data", str(tmp_path)], "manifest.json"),

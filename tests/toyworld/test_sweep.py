@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from PIL import Image
 
 from conftest import user_env
 from helpers import JOBS
+from helpers import vlv as _vlv
 
 TINY = ["max_steps=3", "optim.warmup_steps=1", "data.batch_size=4", "logging.every_steps=1",
         "checkpoint.every_steps=3", "cost.local_node_usd_per_hour=0.192", "cost.poll_s=1"]
@@ -27,11 +26,6 @@ def _sweep_file(tmp_path: Path, **extra) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
-
-
-def _vlv(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vlv_ray.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_two_point_sweep_runs_as_tune_trials(ray_head, tmp_path):

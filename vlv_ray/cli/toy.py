@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -38,25 +40,71 @@ def cmd_demo(args) -> int:
 def add_sweep_parser(sub) -> None:
     sweep = sub.add_parser("sweep", help="the data-volume experiment (and query-count ablation): one Ray Tune "
                            "trial per point, stage 1 then stage 2 → sweep.csv, sweep.md, sweep.png")
-    sweep.add_argument("job", help="a sweep file, e.g. jobs/toy-sweep.yaml")
+    sweep.add_argument("job", help="a sweep file: the miniature world's (jobs/toy-sweep.yaml) or, with `kind: jobs`, "
+                       "real jobs' (jobs/paper-sweep.yaml)")
     sweep.add_argument("--images", default=None, metavar="N1,N2,…", help="stage-1 image counts (default: the file's)")
     sweep.add_argument("--queries", default=None, metavar="Q1,Q2,…",
-                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16)")
+                       help="model.num_queries per point (default: the file's; the toy world allows ≤ 16; "
+                       "miniature world only)")
     sweep.add_argument("--workdir", default="vlv-sweep", help="points, Tune's results and the report (default: "
                        "%(default)s)")
     sweep.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
+    sweep.add_argument("--budget", type=float, default=None, metavar="USD",
+                       help="real jobs (kind: jobs): start nothing when the cost model's estimate is over USD")
+    sweep.add_argument("--yes", action="store_true", help="start even when the estimate is over --budget")
     sweep.set_defaults(fn=cmd_sweep)
 
 
 def cmd_sweep(args) -> int:
-    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py)."""
-    from vlv_ray.config import load_sweep
+    """The data-volume experiment / query-count ablation as Ray Tune trials (vlv_ray/toyworld/sweep.py),
+    or, for a `kind: jobs` file, on real jobs (vlv_ray/sweep)."""
+    from vlv_ray.config import JobsSweepConfig, load_sweep
     from vlv_ray.toyworld import sweep
 
     images, queries = sweep.parse_counts("--images", args.images), sweep.parse_counts("--queries", args.queries)
     spec = load_sweep(args.job, images=images, queries=queries)
+    if isinstance(spec, JobsSweepConfig):
+        return cmd_sweep_jobs(args, spec)
+    if args.budget is not None or args.yes:
+        from vlv_ray.cli.common import UserError
+
+        raise UserError(f"{'--budget' if args.budget is not None else '--yes'}: for sweeps of real jobs (kind: jobs); "
+                        f"{args.job} is a miniature-world sweep (its points cost cents, priced after they run)")
     stages = sweep.stages_of(spec, Path(args.job), queries_key="--queries" if queries else "queries")
     rows = sweep.run(args.job, spec, stages, workdir=args.workdir)
+    if args.json:
+        import ray
+
+        ray.shutdown()  # flush Ray's forwarded worker logs first, so the JSON line is the last one
+        print(json.dumps(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_sweep_jobs(args, spec) -> int:
+    """A sweep of real jobs: every point validated and priced, the budget checked, then run."""
+    from vlv_ray.cli.common import UserError, in_flags
+    from vlv_ray.sweep import plan, run
+
+    if args.budget is not None and args.budget <= 0:
+        raise UserError(f"--budget: got {args.budget}, expected dollars > 0")
+    pts = plan.points(spec, Path(args.job))
+    print(f"[sweep] {spec.name}: {len(pts)} points ({spec.mode}), stage 1 {spec.stage1.job}"
+          + (f", stage 2 {spec.stage2.job}" if spec.stage2.job else "")
+          + f"; measured on {spec.eval.images} images of {spec.eval.data}; cost model's estimate before starting:",
+          flush=True)
+    total = plan.total_usd(spec, pts)
+    print(plan.format_estimates(pts, spec.mode, total), flush=True)
+    with in_flags(budget_usd="--budget", yes="--yes"):
+        plan.check_budget(total, args.budget, args.yes)
+    from vlv_ray.train import launch
+
+    again = shlex.join(["vlv-ray", "sweep", args.job, *(["--images", args.images] if args.images else []),
+                        "--workdir", args.workdir, "--yes"])
+    try:
+        rows = run.run(spec, pts, workdir=args.workdir, resume_hint=again)
+    except launch.Stopped as e:  # SIGTERM/SIGINT: the running point checkpointed; finished points are kept
+        print(f"vlv-ray: {e}", file=sys.stderr)
+        return e.exit_code
     if args.json:
         import ray
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from vlv_ray.cost.config import CostConfig
+from vlv_ray.config import CostConfig
 from vlv_ray.cost.catalog import Catalog
 from vlv_ray.cost.model import hourly
 from vlv_ray.cost.ledger import Entry, Ledger

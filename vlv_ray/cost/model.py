@@ -36,7 +36,7 @@ from pathlib import Path
 from vlv_ray.config import JobConfig
 from vlv_ray.cost import catalog as catalog_mod, hardware
 from vlv_ray.cost.catalog import Catalog, CatalogError, Price
-from vlv_ray.cost.config import CostConfig
+from vlv_ray.config import CostConfig
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results.json"
 # Share of GPU busy time in FLOP-bound kernels, and the GPU's busy share of the step

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from vlv_ray import storage
 from vlv_ray.config import JobConfig
 from vlv_ray.cost import catalog
-from vlv_ray.cost.config import CostConfig
+from vlv_ray.config import CostConfig
 from vlv_ray.cost.ledger import Ledger, ledger_uri
 from vlv_ray.cost.meter import NodeMeter
 from vlv_ray.paths import RunPaths

@@ -30,7 +30,12 @@ import numpy as np
 class Block:
     shard: int  # index into the manifest's shard list
     group: int  # parquet row group within the shard; -1: the whole file
-    rows: int
+    rows: int  # rows used: the first `rows` of the group (all of them unless a limit cut it)
+    stored: int | None = None  # rows the group holds, when a limit uses fewer (`first_rows`)
+
+    @property
+    def stored_rows(self) -> int:
+        return self.rows if self.stored is None else self.stored
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,24 @@ def blocks_from_manifest(manifest: dict[str, Any]) -> list[Block]:
             out.append(Block(i, -1, int(rec["rows"])))
             continue
         out += [Block(i, g, int(n)) for g, n in enumerate(groups) if n > 0]
+    return out
+
+
+def first_rows(blocks: Sequence[Block], n: int | None) -> list[Block]:
+    """The blocks holding the dataset's first `n` rows in manifest order (shards, then row
+    groups, then rows as stored): a deterministic subset read in place, no copy
+    (`data.max_images`). The last block keeps only its first rows. None: every block."""
+    if n is None:
+        return list(blocks)
+    total = sum(b.rows for b in blocks)
+    if n > total:
+        raise ValueError(f"max_images: got {n}, expected at most the {total} images the manifest lists")
+    out = []
+    for b in blocks:
+        if n <= 0:
+            break
+        out.append(b if b.rows <= n else Block(b.shard, b.group, n, b.rows))
+        n -= b.rows
     return out
 
 

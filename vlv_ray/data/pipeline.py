@@ -66,6 +66,19 @@ def count_rejects(rejects_uri: str, **kw) -> dict[str, int]:
     return counts
 
 
+def job_blocks(uri: str, manifest: dict, max_images: int | None) -> list:
+    """The blocks a job reads from the dataset at `uri`: all of them, or the first `max_images`
+    rows of the manifest (`data.max_images`: a data-volume sweep's point, read in place)."""
+    from vlv_ray.data import order
+
+    blocks = order.blocks_from_manifest(manifest)
+    try:
+        return order.first_rows(blocks, max_images)
+    except ValueError:
+        raise shards.DataError(f"data.max_images: got {max_images}, expected at most the "
+                               f"{sum(b.rows for b in blocks)} images {uri}/manifest.json lists") from None
+
+
 def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int, epoch: int,
                   columns: list[str], latent_paths: list[str] | None = None) -> dict[str, np.ndarray]:
     """A `map_batches` function: plan items → the rows they name, in plan order.
@@ -79,16 +92,17 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
 
     out: dict[str, list] = {c: [] for c in columns}
     pos: list[np.ndarray] = []
-    for shard, group, block, rows, start, stop, pos0 in zip(
-            batch["shard"], batch["group"], batch["block"], batch["rows"], batch["start"], batch["stop"],
-            batch["pos"]):
+    stored_rows = batch.get("stored", batch["rows"])  # a limited dataset's last block uses its first rows only
+    for shard, group, block, rows, stored, start, stop, pos0 in zip(
+            batch["shard"], batch["group"], batch["block"], batch["rows"], stored_rows, batch["start"],
+            batch["stop"], batch["pos"]):
         path = paths[int(shard)]
         table = storage.retry_reads(lambda: _read_block(fs, path, int(group), columns), path)
-        if table.num_rows != rows:
+        if table.num_rows != stored:
             where = "file" if group < 0 else f"row group {group}"
-            raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {rows}")
+            raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {stored}")
         take = row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)]
-        table = table.take(take)
+        table = table.take(take)  # indices < rows: only the group's first `rows` rows are ever read
         for c in columns:
             out[c].append(table.column(c).to_numpy(zero_copy_only=False))
         if latent_paths is not None:
@@ -133,7 +147,7 @@ def rank_dataset(cfg: "JobConfig", segments, blocks, *, fs, paths: list[str], ep
     items, pos = [], 0
     for s in segments:
         b = blocks[s.block]
-        items.append({"shard": b.shard, "group": b.group, "block": s.block, "rows": b.rows,
+        items.append({"shard": b.shard, "group": b.group, "block": s.block, "rows": b.rows, "stored": b.stored_rows,
                       "start": s.start, "stop": s.stop, "pos": pos})
         pos += s.rows
     if not items:

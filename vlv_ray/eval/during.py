@@ -71,7 +71,7 @@ class ImagesSeenEval:
     def _fid(self, stage, engine) -> tuple[float, int]:
         from vlv_ray.eval import features as feature_lib
         from vlv_ray.eval.fid import FeatureFID
-        from vlv_ray.train.stage import eval_mode
+        from vlv_ray.models.modes import eval_mode
 
         images = self._held_out()
         extractor = feature_lib.load(self.cfg.logging.eval_features).to(stage.device)

@@ -82,7 +82,10 @@ def check_pipeline(path: str, **kw) -> str:
     index = storage.join(path, "model_index.json")
     if not storage.exists(index, **kw):
         raise DataError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
-    name = storage.read_json(index, **kw).get("_class_name")
+    try:
+        name = storage.read_json(index, **kw).get("_class_name")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        raise DataError(f"{index}: not a diffusers model index (expected a JSON object with _class_name)") from None
     cls = getattr(diffusers, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
         raise DataError(f"{index}: _class_name {name!r} is not a diffusers pipeline class")

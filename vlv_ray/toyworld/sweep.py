@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 from vlv_ray.config import ConfigError, SweepConfig, load_job
+from vlv_ray.sweep.plan import resolve_job
+from vlv_ray.sweep.report import error_line  # noqa: F401 (this module's API too)
 from vlv_ray.toyworld import sweep_report
 from vlv_ray.toyworld.models import NUM_QUERIES
-from vlv_ray.toyworld.point import JOBS, Stages, paired_count
+from vlv_ray.toyworld.point import Stages, paired_count
 
 
 def _say(msg: str) -> None:
@@ -34,15 +36,6 @@ def parse_counts(flag: str, text: str | None) -> list[int] | None:
     if not counts or any(n < 1 for n in counts):
         raise ConfigError(f"{flag}: got {text!r}, expected comma-separated whole numbers ≥ 1, e.g. 1000,3000")
     return counts
-
-
-def resolve_job(job: str, sweep_file: Path) -> Path:
-    """A stage's job file: as written if absolute, else beside the sweep file, else packaged."""
-    p = Path(job).expanduser()
-    if p.is_absolute():
-        return p
-    beside = sweep_file.resolve().parent / p
-    return beside if beside.is_file() or not (JOBS / p).is_file() else JOBS / p
 
 
 def stages_of(spec: SweepConfig, sweep_file: Path, *, queries_key: str = "queries") -> Stages:
@@ -119,16 +112,6 @@ def _progress_callback(total: int):
             return time.time() - self.started.get(trial.trial_id, time.time())
 
     return Progress()
-
-
-def error_line(error) -> str:
-    """The last line of a trial's error (an exception, or the path of Tune's error file): the root cause."""
-    text = str(error or "")
-    p = Path(text) if text and "\n" not in text and len(text) < 4096 else None
-    if p is not None and p.is_file():
-        text = p.read_text(errors="replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
 
 
 def run(sweep_file: str | Path, spec: SweepConfig, stages: Stages, *, workdir: str | Path = "vlv-sweep") -> list[dict]:

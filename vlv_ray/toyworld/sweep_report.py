@@ -11,6 +11,7 @@ import csv
 import math
 from pathlib import Path
 
+from vlv_ray.sweep.report import save_figure, write_files
 from vlv_ray.toyworld.world import ATTRIBUTES
 
 # The columns of the CSV, in order; the table shows the same with friendlier headers.
@@ -113,15 +114,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         if ok:
             ax.legend()
-    failed = len(rows) - len(ok)
-    fig.suptitle(title + (f" ({failed} failed point{'s' * (failed > 1)} not shown)" if failed else ""))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title, failed=len(rows) - len(ok))
 
 
 def write(rows: list[dict], workdir: Path, title: str) -> dict[str, Path]:
-    paths = {"csv": workdir / "sweep.csv", "md": workdir / "sweep.md", "png": workdir / "sweep.png"}
-    write_csv(rows, paths["csv"])
-    paths["md"].write_text(markdown(rows))
-    plot(rows, paths["png"], title)
-    return paths
+    return write_files(rows, workdir, title, write_csv=write_csv, markdown=markdown, plot=plot)

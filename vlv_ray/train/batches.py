@@ -36,7 +36,7 @@ class Batches:
                  collate: Callable, *, data_uri: str, rejects_uri: str | None, vae_digest: str | None = None):
         kw = cfg.storage.options
         self.fs, self.paths, manifest = pipeline.shard_paths(data_uri, **kw)
-        self.blocks = order.blocks_from_manifest(manifest)
+        self.blocks = pipeline.job_blocks(data_uri, manifest, cfg.data.max_images)
         self.cfg, self.rank, self.world, self.collate = cfg, rank, world, collate
         self.rejects_uri = rejects_uri
         # The latent cache, when one matches this job's resolution and VAE (data/latents.py).

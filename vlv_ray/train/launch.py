@@ -189,13 +189,13 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     is that call's absolutized job); built here when not given. Raises `Stopped` when a
     SIGTERM/SIGINT stopped it (`resume_hint`: the command to name).
     """
-    from vlv_ray.data.pipeline import shard_paths
+    from vlv_ray.data.pipeline import job_blocks, shard_paths
     from vlv_ray.train import precheck, preempt
 
     if paths is None:
         cfg, paths = for_job(cfg)
     # Fail on bad input before paying for a cluster start.
-    shard_paths(cfg.data.uri, **paths.storage)
+    job_blocks(cfg.data.uri, shard_paths(cfg.data.uri, **paths.storage)[2], cfg.data.max_images)
     precheck.stage1_export(cfg, paths)
     stop, lease = preempt.DriverStop(), None
     # From here a SIGTERM/SIGINT ends the run with one line and the lease released; once the

@@ -6,8 +6,7 @@ show how training goes (`evaluate`). The loop calls exactly these, on every rank
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +41,3 @@ class Stage:
         Called on every rank at the same step (ZeRO-3 gathers weights collectively).
         """
         return {}
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """`module` in eval mode without gradients, back in its previous mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield module
-    finally:
-        module.train(was_training)

@@ -14,8 +14,9 @@ from vlv_ray.config import JobConfig
 from vlv_ray.data.latents import vae_digest
 from vlv_ray.grid import side_by_side
 from vlv_ray.models import speed
+from vlv_ray.models.modes import eval_mode
 from vlv_ray.models.presets import build_stage1
-from vlv_ray.train.stage import Stage, eval_mode
+from vlv_ray.train.stage import Stage
 
 
 class Stage1(Stage):

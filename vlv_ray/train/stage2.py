@@ -15,7 +15,8 @@ import torch
 from vlv_ray.config import JobConfig
 from vlv_ray.models import export, speed
 from vlv_ray.models.caption_model import build_caption_model
-from vlv_ray.train.stage import Stage, eval_mode
+from vlv_ray.models.modes import eval_mode
+from vlv_ray.train.stage import Stage
 
 
 class Stage2(Stage):

@@ -1,9 +1,8 @@
-"""Typed job configuration: one dataclass per component, YAML in, strict validation.
+"""A job: one dataclass per section, YAML in, strict validation.
 
 A job is one YAML file (see `jobs/`). Every key maps onto a dataclass field below, or, for
-the sections a component owns, beside that component (`cost:` vlv_ray/cost/config.py,
-`launch:` vlv_ray/launch/config.py, `logging:` vlv_ray/eval/config.py); an
-unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
+the larger sections, in this package beside it (`cost:` cost.py, `launch:` launch.py,
+`logging:` logging.py); an unknown key, a wrong type or an out-of-range value is a `ConfigError` whose one-line
 message names the key, the value and what is allowed. Dotted overrides on the command
 line (`optim.lr=1e-4`) are applied before validation, so they get the same checks.
 
@@ -25,11 +24,9 @@ import yaml
 
 from vlv_ray.typed import ConfigError, _range, build as _build  # noqa: F401 (ConfigError: this module's API too)
 
-# Sections owned by a component, defined beside its code (each imports only vlv_ray.typed);
-# re-exported here, so `from vlv_ray.config import CostConfig` keeps working.
-from vlv_ray.cost.config import CostConfig  # noqa: F401
-from vlv_ray.eval.config import LoggingConfig  # noqa: F401
-from vlv_ray.launch.config import LaunchConfig  # noqa: F401
+from vlv_ray.config.cost import CostConfig
+from vlv_ray.config.launch import LaunchConfig
+from vlv_ray.config.logging import LoggingConfig
 
 
 class _Loader(yaml.SafeLoader):
@@ -66,6 +63,9 @@ class DataConfig:
     resolution: int = field(default=384, metadata=_range(8, 4096))
     batch_size: int = field(default=8, metadata=_range(1))  # per worker, per micro-step
     decode_cpus: float = field(default=1.0, metadata=_range(0.0, lo_open=True))
+    # Train on the first N images of the manifest only (shards, row groups, rows as stored), read
+    # in place: a data-volume sweep's point without a copy. None: every image.
+    max_images: int | None = field(default=None, metadata=_range(1))
 
 
 # The modules a speed key may name (vlv_ray/models/speed.py maps each onto the model).
@@ -256,6 +256,8 @@ class JobConfig:
             d["optim"].pop(k, None)
         if d["model"].get("frozen_dtype") == "auto":  # jobs written before the key hash as they did
             d["model"].pop("frozen_dtype")
+        if d["data"].get("max_images") is None:  # likewise: every image, as before the key
+            d["data"].pop("max_images")
         return d
 
     def config_hash(self) -> str:
@@ -337,7 +339,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, overrides: list[str] | None = None, *, source: str = "job") -> JobConfig:
-    if isinstance(data, dict) and {"stage1", "stage2"} <= data.keys() and "stage" not in data:
+    if isinstance(data, dict) and ({"stage1", "stage2"} <= data.keys() or "kind" in data) and "stage" not in data:
         raise ConfigError(f"{source}: a sweep file (stage1/stage2 keys), not a job: run `vlv-ray sweep {source}`")
     data = apply_overrides(json.loads(json.dumps(data)), overrides or [])
     try:
@@ -353,65 +355,3 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
 
 def dump_yaml(cfg: JobConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False)
-
-
-# ---------------------------------------------------------------------------- sweeps
-
-
-@dataclass
-class SweepStageConfig:
-    """One stage of every sweep point: a job file and the overrides it gets."""
-
-    job: str = ""  # relative paths: beside the sweep file, else the packaged jobs/
-    overrides: list[str] = field(default_factory=list)  # key=value, as on `vlv-ray train`
-
-
-@dataclass
-class SweepTrialConfig:
-    """What one Ray Tune trial (one point) reserves, and how many run side by side."""
-
-    max_concurrent: int = field(default=1, metadata=_range(1))  # a laptop: 1; a cluster: as many as fit
-    # The trial only drives its runs; its Ray Train workers reserve their own CPUs/GPUs, so a
-    # trial holding a whole CPU would keep them from being placed on a small machine. Not 0:
-    # Tune cannot place a trial that asks for nothing.
-    cpus: float = field(default=0.01, metadata=_range(0.0, lo_open=True))
-
-
-@dataclass
-class SweepConfig:
-    """`vlv-ray sweep`: the data-volume experiment (the paper's Table 5), and the query-count
-    ablation, as a grid of images × queries; each point runs stage 1 then stage 2."""
-
-    name: str = "sweep"
-    stage1: SweepStageConfig = field(default_factory=SweepStageConfig)
-    stage2: SweepStageConfig = field(default_factory=SweepStageConfig)
-    paired_fraction: float = field(default=0.1, metadata=_range(0.0, 0.1, lo_open=True))  # the paper: ≤10% captioned
-    held_out: int = field(default=500, metadata=_range(1))  # images captioned for the accuracy
-    images: list[int] = field(default_factory=lambda: [1000, 3000, 6000])  # stage-1 images per point
-    queries: list[int] = field(default_factory=lambda: [16])  # model.num_queries per point
-    trial: SweepTrialConfig = field(default_factory=SweepTrialConfig)
-
-    def validate(self) -> "SweepConfig":
-        for key in ("stage1", "stage2"):
-            if not getattr(self, key).job:
-                raise ConfigError(f"{key}.job: required (a job file, e.g. toy-{key}.yaml)")
-        for key in ("images", "queries"):
-            counts = getattr(self, key)
-            if not counts:
-                raise ConfigError(f"{key}: got [], expected at least one count")
-            for i, n in enumerate(counts):
-                if n < 1:
-                    raise ConfigError(f"{key}[{i}]: got {n}, expected a count ≥ 1")
-            if len(set(counts)) != len(counts):
-                raise ConfigError(f"{key}: got {counts}, expected each count once")
-        return self
-
-
-def load_sweep(path: str | Path, *, images: list[int] | None = None, queries: list[int] | None = None) -> SweepConfig:
-    """Load and validate a sweep file; `images`/`queries` (the command line's) replace its lists."""
-    data = load_yaml(path)
-    data.update({k: v for k, v in (("images", images), ("queries", queries)) if v is not None})
-    try:
-        return _build(SweepConfig, data, "").validate()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None

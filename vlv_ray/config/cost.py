@@ -1,8 +1,7 @@
 """`cost:` in a job: the live ledger, the budget guard and the cost model's stated assumptions.
 
-Part of the job schema (`vlv_ray.config.JobConfig.cost`, validated the same strict way);
-it lives beside the code that reads it and imports nothing of the project but `vlv_ray.typed`,
-so `vlv_ray.config` can assemble it without a cycle.
+Part of the job schema (`vlv_ray.config.JobConfig.cost`, validated the same strict way); read
+by vlv_ray/cost. Like every section it imports nothing of the project but `vlv_ray.typed`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`launch:` in a job: what `vlv-ray launch` does around the run on a cluster it starts.
 
-Part of the job schema (`vlv_ray.config.JobConfig.launch`); it imports nothing of the
-project but `vlv_ray.typed`, so `vlv_ray.config` can assemble it without a cycle.
+Part of the job schema (`vlv_ray.config.JobConfig.launch`), read by vlv_ray/launch; it
+imports nothing of the project but `vlv_ray.typed`.
 """
 from __future__ import annotations
 

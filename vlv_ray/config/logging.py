@@ -2,8 +2,8 @@
 
 Most of its keys are evaluation's (`during.py`, the training stages' samples); the wandb keys
 share the section because a job has always spelled them `logging.*`. Part of the job schema
-(`vlv_ray.config.JobConfig.logging`); it imports nothing of the project but `vlv_ray.typed`,
-so `vlv_ray.config` can assemble it without a cycle.
+(`vlv_ray.config.JobConfig.logging`), read by vlv_ray/eval and vlv_ray/train/metrics.py; it
+imports nothing of the project but `vlv_ray.typed`.
 """
 from __future__ import annotations
 
