@@ -98,6 +98,26 @@ def test_a_binary_file_or_a_directory_as_the_job_file(tmp_path):
     assert_one_line_error(vlv("config", "show", tmp_path), f"{tmp_path}: a directory, expected a job file")
 
 
+def test_train_with_a_dead_ray_address_is_one_line_within_seconds(tiny_dataset, tmp_path):
+    """`ray.init` waited more than 10 minutes for a cluster address where nothing listens."""
+    import time
+
+    from helpers import free_port
+
+    port, runs = free_port(), tmp_path / "runs"
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}",
+                        f"storage_path={runs}"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"})
+    took = time.monotonic() - start
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines() == [
+        f"vlv-ray: error: RAY_ADDRESS=127.0.0.1:{port}: nothing answered at 127.0.0.1:{port} (Connection refused); "
+        "expected a running cluster's address (HOST:6379), or no RAY_ADDRESS to start a local cluster"]
+    assert took < 60, took  # the CLI's own imports are most of it on a loaded machine
+    assert not (runs / "tiny" / "_LEASE.json").exists()
+
+
 def test_a_storage_path_under_a_regular_file_is_not_retried(tmp_path):
     """ENOTDIR cannot heal: one line at once, no "retry 1/4" lines (RAY_ADDRESS: never reached)."""
     from helpers import JOBS

@@ -69,3 +69,29 @@ def test_a_cluster_file_with_no_worker_type_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="at least one worker type besides the head"):
         ClusterSpec(tmp_path / "c.yaml")
+
+
+def test_stopping_the_job_of_a_head_that_never_answers_is_bounded(monkeypatch, capsys):
+    """A head that accepts connections but never replies (seen loaded): Ray's job client has no
+    timeout, so the launcher's stop used to wait as long as the head did before the teardown."""
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from vlv_ray.launch import run
+
+    monkeypatch.setattr(run, "STOP_JOB_WAIT_S", 2.0)
+    monkeypatch.setattr(run, "STOP_CALL_TIMEOUT_S", 1.0)
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        state = SimpleNamespace(job_id="raysubmit_x", dashboard=f"http://127.0.0.1:{mute.getsockname()[1]}",
+                                job_status=None, save=lambda: None)
+        start = time.monotonic()
+        stopper = threading.Thread(target=run._stop_job, args=(state,), daemon=True)
+        stopper.start()
+        stopper.join(30)
+        took = time.monotonic() - start
+    assert not stopper.is_alive() and took < 10, took
+    assert "[launch] could not stop job raysubmit_x: " in capsys.readouterr().out

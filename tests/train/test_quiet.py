@@ -2,10 +2,12 @@
 while other Ray instances run on the machine, as the session head does here), then
 resumed. Our lines carry the news; none of the lines Ray and the libraries used to print
 on every run (some at error level, nothing being wrong) is there, and DeepSpeed's CPU
-shared-memory op is not compiled."""
+shared-memory op is not compiled. Its stdout is a file, and the step lines are there while
+the run lives, not only at exit (a self-started cluster: the case first reported)."""
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import user_env  # tests/ is on sys.path: its conftest.py is there
@@ -18,15 +20,33 @@ NOISE = ("PlacementGroupCleaner", "PreemptionWatcher", "Setting accelerator to C
          "Found multiple active Ray instances", "State API may be temporarily unavailable")
 
 
-def _train(tmp_path, tiny_dataset, ray_head, max_steps: int) -> subprocess.CompletedProcess:
+def _train(tmp_path, tiny_dataset, ray_head, max_steps: int) -> tuple[subprocess.CompletedProcess, bool]:
+    """The run, and whether a step line was in its stdout file while it still trained."""
     # ray_head: a second Ray instance on the machine, which used to kill Ray Train's
     # placement-group cleaner with a traceback.
     assert ray_head.address
-    home = tmp_path / "home"
-    return subprocess.run(
-        ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}",
-         f"max_steps={max_steps}", "checkpoint.every_steps=2", "optim.warmup_steps=0"],
-        cwd=_project(tmp_path), env=user_env(home), capture_output=True, text=True, timeout=900)
+    args = ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={tmp_path / 'runs'}",
+            f"max_steps={max_steps}", "checkpoint.every_steps=2", "optim.warmup_steps=0"]
+    out, err = tmp_path / f"out-{max_steps}.log", tmp_path / f"err-{max_steps}.log"
+    # stdout to a file, as with `vlv-ray train … > log &` (Python block-buffers it unless told not to)
+    with out.open("w") as o, err.open("w") as e:
+        proc = subprocess.Popen(args, cwd=_project(tmp_path), env=user_env(tmp_path / "home"), stdout=o, stderr=e)
+    live = False
+    try:
+        deadline = time.time() + 900
+        while proc.poll() is None and time.time() < deadline:
+            text = out.read_text()
+            if re.search(r"step \d+/\d+ \| loss ", text):
+                # Before training ends: the driver's cost line at the end of it is printed with a
+                # flush, which used to bring every step line with it, seconds before the exit.
+                live = proc.poll() is None and "[vlv-ray] cost:" not in text
+                break
+            time.sleep(0.2)
+        rc = proc.wait(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(args, rc, out.read_text(), err.read_text()), live
 
 
 def _project(tmp_path: Path) -> Path:
@@ -39,9 +59,10 @@ def _project(tmp_path: Path) -> Path:
 
 def test_a_run_and_its_resume_print_our_lines_and_no_library_noise(ray_head, tiny_dataset, tmp_path):
     for max_steps, first in ((2, "starting fresh"), (4, "resuming at step 2")):
-        r = _train(tmp_path, tiny_dataset, ray_head, max_steps)
+        r, live = _train(tmp_path, tiny_dataset, ray_head, max_steps)
         out = r.stdout + r.stderr
         assert r.returncode == 0, out[-4000:]
+        assert live, f"no step line in the stdout file while the run trained (all came at its end):\n{out[-4000:]}"
         lines = out.strip().splitlines()
         assert first in lines[0], out
         assert sum(bool(STEP.match(line)) for line in lines) == 2, out  # timestamped step lines

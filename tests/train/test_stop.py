@@ -61,3 +61,36 @@ def test_a_signal_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(sig,
     assert f"[vlv-ray] {sig.name}: every worker checkpoints its current step" in out.read_text()
     assert not (runs / "stopme" / "_LEASE.json").exists()  # released: the resume needs no wait
 
+
+
+def test_a_signal_before_the_workers_start_ends_with_one_line_and_releases_the_lease(ray_head, tiny_dataset, tmp_path):
+    """SIGTERM (`ray job stop`, a scheduler) while the driver still prepares: it used to die the
+    default way, silently, leaving its lease for the next driver to wait out. Here the driver
+    waits for 64 workers the cluster cannot place, so the workers never start."""
+    runs, out, err = tmp_path / "runs", tmp_path / "out.log", tmp_path / "err.log"
+    args = ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}", "name=early",
+            "scaling.num_workers=64", "scaling.placement_timeout_s=300"]
+    lease = runs / "early" / "_LEASE.json"
+    with out.open("w") as o, err.open("w") as e:
+        proc = subprocess.Popen(args, cwd=REPO, env=user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address),
+                                stdout=o, stderr=e)
+    try:
+        deadline = time.time() + 120
+        while "[vlv-ray] waiting up to 300 s (scaling.placement_timeout_s) for room for 64 workers" not in \
+                out.read_text():
+            assert proc.poll() is None and time.time() < deadline, err.read_text()[-3000:]
+            time.sleep(0.1)
+        assert lease.exists()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 128 + signal.SIGTERM, err.read_text()[-3000:]
+    assert err.read_text().strip().splitlines() == [
+        "vlv-ray: stopped by SIGTERM before the workers started (nothing to checkpoint); run the same command "
+        f"to go on: {' '.join(args)}"]
+    assert took < 30, took
+    assert not lease.exists()  # released: the next driver need not wait out its timeout

@@ -25,7 +25,7 @@ def add_train_parser(sub) -> None:
 def cmd_train(args) -> int:
     from vlv_ray.config import load_job
     from vlv_ray.paths import for_job
-    from vlv_ray.train import launch
+    from vlv_ray.train import launch, preempt
 
     cfg, paths = for_job(load_job(args.job, args.overrides))
     again = shlex.join(["vlv-ray", "train", args.job, *args.overrides, *(["--allow-changes"] * args.allow_changes)])
@@ -35,6 +35,9 @@ def cmd_train(args) -> int:
                                 resume_hint=again)
     except launch.Stopped as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C): every rank checkpointed
         print(f"vlv-ray: {e}", file=sys.stderr)
+        return e.exit_code
+    except preempt.Interrupted as e:  # before the workers started, or a second signal
+        print(f"vlv-ray: stopped by {e.signame} {e.when}; run the same command to go on: {again}", file=sys.stderr)
         return e.exit_code
     return _report_result(result, paths)
 

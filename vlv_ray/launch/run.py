@@ -258,19 +258,25 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+STOP_JOB_WAIT_S = 60.0  # then the teardown goes ahead: it ends the job with the cluster
+STOP_CALL_TIMEOUT_S = 10.0
+
+
 def _stop_job(state: LaunchState) -> None:
+    """Ask the job to stop (its driver checkpoints every rank) and wait for it a bounded time: each
+    call to the head at most STOP_CALL_TIMEOUT_S, the whole at most STOP_JOB_WAIT_S plus one call."""
     if not state.job_id or not state.dashboard:
         return
-    from ray.job_submission import JobSubmissionClient
+    from vlv_ray.launch.watch import dashboard_json
 
+    deadline = time.time() + STOP_JOB_WAIT_S
+    job = f"/api/jobs/{state.job_id}"
     try:
-        client = JobSubmissionClient(state.dashboard)
-        client.stop_job(state.job_id)
-        deadline = time.time() + 60
-        status = str(client.get_job_status(state.job_id)).split(".")[-1]
+        dashboard_json(state.dashboard, f"{job}/stop", method="POST", timeout=STOP_CALL_TIMEOUT_S)
+        status = dashboard_json(state.dashboard, job, timeout=STOP_CALL_TIMEOUT_S).get("status")
         while time.time() < deadline and status not in ("STOPPED", "FAILED", "SUCCEEDED"):
             time.sleep(1)
-            status = str(client.get_job_status(state.job_id)).split(".")[-1]
+            status = dashboard_json(state.dashboard, job, timeout=STOP_CALL_TIMEOUT_S).get("status")
         state.job_status = status
         state.save()
     except Exception as e:  # noqa: BLE001 (the teardown that follows matters more)

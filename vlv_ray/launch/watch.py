@@ -39,6 +39,16 @@ class Snapshot:
         return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
 
 
+def dashboard_json(dashboard: str, path: str, *, method: str = "GET", timeout: float = 30.0) -> dict:
+    """One call to the head's dashboard API, with the cluster's token, bounded by `timeout` (Ray's
+    job client sets none: a loaded head could hold a call for minutes)."""
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    req = urllib.request.Request(dashboard + path, method=method, headers=get_auth_headers_if_auth_enabled({}))
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read().decode() or "{}")
+
+
 class ClusterWatch:
     def __init__(self, state: LaunchState, pools: list[Pool], cost: CostConfig, stage: int,
                  capacity_wait_s: float):
@@ -53,11 +63,7 @@ class ClusterWatch:
     # ------------------------------------------------------------------ polling
 
     def _get(self, path: str) -> dict:
-        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
-
-        req = urllib.request.Request(self.state.dashboard + path, headers=get_auth_headers_if_auth_enabled({}))
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read().decode())
+        return dashboard_json(self.state.dashboard, path)
 
     def nodes(self) -> list:
         from ray.util.state import list_nodes

@@ -12,9 +12,9 @@ from typing import Any
 
 from vlv_ray import storage
 from vlv_ray.storage import StorageError
-from vlv_ray.config import JobConfig
+from vlv_ray.config import ConfigError, JobConfig
 from vlv_ray.paths import RunPaths, for_job
-from vlv_ray.train import auth, quiet
+from vlv_ray.train import auth, quiet, reach
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     # Ray's own actors (Ray Train's placement-group cleaner, above all) log a warning every
     # second when the state API is slow or absent (a local cluster has no dashboard);
     # errors still show.
@@ -73,6 +73,20 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    """`address` or RAY_ADDRESS, once something answers there (in seconds: `ray.init` would wait
+    more than 10 minutes for a dead one); None: no cluster named, start a local one."""
+    source = "address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):  # Ray's own words: find the running one, start one
+        return address
+    why = reach.unreachable(address)
+    if why:
+        raise ConfigError(f"{source}={address}: {why}; expected a running cluster's address (HOST:6379), "
+                          "or no RAY_ADDRESS to start a local cluster")
+    return address
 
 
 def _is_gcs_address(address: str) -> bool:
@@ -175,9 +189,6 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     is that call's absolutized job); built here when not given. Raises `Stopped` when a
     SIGTERM/SIGINT stopped it (`resume_hint`: the command to name).
     """
-    import ray.train
-
-    from vlv_ray.cost.tracker import track
     from vlv_ray.data.pipeline import job_blocks, shard_paths
     from vlv_ray.train import precheck, preempt
 
@@ -186,40 +197,58 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     # Fail on bad input before paying for a cluster start.
     job_blocks(cfg.data.uri, shard_paths(cfg.data.uri, **paths.storage)[2], cfg.data.max_images)
     precheck.stage1_export(cfg, paths)
-    # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
-    lease = None if local else precheck.take_lease(cfg, paths)
-    stop = preempt.DriverStop()
-    try:
-        # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
-        precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
-        quiet.apply_to_this_process(cfg.scaling.use_gpu)
-        ensure_ray()
-        if not local:
-            precheck.placeable(cfg, worker_resources(cfg))
-        # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
-        # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
-        storage.delete(storage.join(paths.run, "checkpoint_manager_snapshot.json"), **paths.storage)
-        # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
-        # a --local debugging run writes no ledger.
-        metered = contextlib.nullcontext() if local else track(cfg, paths)
-        trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
+    stop, lease = preempt.DriverStop(), None
+    # From here a SIGTERM/SIGINT ends the run with one line and the lease released; once the
+    # workers run, every rank checkpoints first (preempt.DriverStop).
+    with stop:
         try:
-            with metered, stop:  # from here a SIGTERM/SIGINT has every rank checkpoint, then end
-                stop.armed = not local
-                result = trainer.fit()
-        except ray.train.TrainingFailedError as e:
-            from vlv_ray.train.failure import TrainingFailed, describe
+            # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
+            lease = None if local else precheck.take_lease(cfg, paths)
+            # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
+            precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
+            quiet.apply_to_this_process(cfg.scaling.use_gpu)
+            with stop.deferred():  # a half-started local cluster is not ours to leave behind
+                ensure_ray()  # a RAY_ADDRESS where nothing answers: one line, in seconds (cluster_address)
+                stop.claim()
+            if not local:
+                precheck.placeable(cfg, worker_resources(cfg))
+            result = _fit(cfg, paths, stop, lease, local, resume_hint)
+            stop.stage = "after its last checkpoint, before the export was written"
+            _after(cfg, paths, result, local)
+        finally:
+            if lease is not None:
+                lease.release()
+    return result
 
-            raise TrainingFailed(describe(e, paths)) from None
-        if stop.signum is not None and result.error is None:
-            raise Stopped(_stopped_line(cfg, result, stop, resume_hint), stop.exit_code)
-        if lease is not None and lease.lost:
-            raise StorageError(f"{paths.run}: another driver took over the run ({lease.lost}); "
-                               "this one exported nothing")
-        _after(cfg, paths, result, local)
-    finally:
-        if lease is not None:
-            lease.release()
+
+def _fit(cfg: JobConfig, paths: RunPaths, stop, lease, local: bool, resume_hint: str):
+    import ray.train
+
+    from vlv_ray.cost.tracker import track
+
+    # Ray's own record of reported checkpoints would name ones that vlv-ray pruned or found
+    # damaged, and Ray refuses to start over a missing one; resume reads storage (checkpoint.find).
+    storage.delete(storage.join(paths.run, "checkpoint_manager_snapshot.json"), **paths.storage)
+    # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
+    # a --local debugging run writes no ledger.
+    metered = contextlib.nullcontext() if local else track(cfg, paths)
+    trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
+    try:
+        with metered:
+            stop.armed = not local  # from here a signal has every rank checkpoint, then end
+            try:
+                result = trainer.fit()
+            finally:
+                stop.armed = False
+    except ray.train.TrainingFailedError as e:
+        from vlv_ray.train.failure import TrainingFailed, describe
+
+        raise TrainingFailed(describe(e, paths)) from None
+    if stop.signum is not None and result.error is None:
+        raise Stopped(_stopped_line(cfg, result, stop, resume_hint), stop.exit_code)
+    if lease is not None and lease.lost:
+        raise StorageError(f"{paths.run}: another driver took over the run ({lease.lost}); "
+                           "this one exported nothing")
     return result
 
 

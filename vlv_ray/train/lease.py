@@ -109,8 +109,12 @@ class Lease:
                 f"(stale: no heartbeat for longer than its timeout of {timeout:.0f}s)", flush=True)
             self.took_over = holder
         self._write()
-        time.sleep(self.settle_s)  # a driver that started at the same instant has written by now
-        holder = self._read()
+        try:
+            time.sleep(self.settle_s)  # a driver that started at the same instant has written by now
+            holder = self._read()
+        except BaseException:  # a signal (the driver told to stop): the lease written is not left behind
+            self.release()
+            raise
         if not holder or holder.get("owner") != self.me["owner"]:
             raise LeaseHeld(f"{self.uri}: another driver took the run while this one started: "
                             f"{describe(holder or {}, time.time())}")

@@ -70,15 +70,23 @@ def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, cle
             f"({', '.join(changes)}); recorded in {where}", flush=True)
 
 
-def placeable(cfg: JobConfig, resources: dict[str, float]) -> None:
-    """Every worker's bundle placed within the timeout, or one line saying what the cluster has."""
+def placeable(cfg: JobConfig, resources: dict[str, float], say=print) -> None:
+    """Every worker's bundle placed within the timeout, or one line saying what the cluster has;
+    a line says what the driver waits for when it is not at once."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     n, timeout = cfg.scaling.num_workers, cfg.scaling.placement_timeout_s
     pg = placement_group([dict(resources)] * n, strategy="PACK")
+    start, said = time.monotonic(), False
     try:
-        ready = pg.wait(timeout_seconds=timeout)
+        # In slices of a second: a signal's handler (the driver told to stop) runs only between them.
+        while not (ready := pg.wait(timeout_seconds=1.0)) and time.monotonic() - start < timeout:
+            if not said and time.monotonic() - start > 5.0:
+                want = ", ".join(f"{k} {v:g}" for k, v in resources.items())
+                say(f"[vlv-ray] waiting up to {timeout:g} s (scaling.placement_timeout_s) for room for {n} "
+                    f"workers × ({want})", flush=True)
+                said = True
     finally:
         remove_placement_group(pg)
     if not ready:

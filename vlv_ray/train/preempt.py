@@ -20,6 +20,7 @@ FailureConfig restarts the group and it resumes from that checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -78,33 +79,46 @@ def _driver_asked(key: str) -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal ended the driver before (or without) a checkpoint; `exit_code` is 128 + its number."""
+    """A signal ended the driver before (or without) a checkpoint; `when` says at what point,
+    `exit_code` is 128 + the signal's number."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, when: str = ""):
         super().__init__(signal.Signals(signum).name)
+        self.signame, self.when = signal.Signals(signum).name, when
         self.exit_code = 128 + signum
 
 
 class DriverStop:
-    """On the driver, while a run lives: the first SIGTERM/SIGINT asks the workers to checkpoint
-    and end (see the module doc); a second one aborts at once (`Interrupted`). Before the
-    workers start (`armed` false) the first signal already aborts: there is nothing to save."""
+    """On the driver, for the whole run: while the workers run (`armed`), the first SIGTERM/
+    SIGINT asks them to checkpoint and end (see the module doc) and a second one aborts at once
+    (`Interrupted`). Unarmed (before the workers start, after they end) a signal ends the run at
+    once: there is nothing to save, and the caller's `finally` releases what it holds. Inside
+    `deferred()` it waits for the block to finish first."""
 
     def __init__(self, say=print):
         self.key = f"stop-{uuid.uuid4().hex}"
         self.signum: int | None = None
         self.armed = False
+        self.stage = "before the workers started (nothing to checkpoint)"  # said when an unarmed signal ends the run
         self.say = say
         self._asked = threading.Event()
         self._previous: dict[int, object] = {}
+        self._deferring = False
+        self._deferred: int | None = None
 
     def __enter__(self) -> "DriverStop":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+        self.claim()
         # The GCS call runs on a thread: a signal handler may interrupt a Ray call in progress.
         threading.Thread(target=self._tell_workers, name="vlv-driver-stop", daemon=True).start()
         return self
+
+    def claim(self) -> None:
+        """Handle SIGTERM/SIGINT here. Again after `ray.init`: Ray's core installs its own SIGTERM
+        handler there, which logs a stack and aborts the process (exit -6)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.signal(sig, self._on_signal)
+                self._previous.setdefault(sig, previous)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -112,9 +126,30 @@ class DriverStop:
         self._previous = {}
         self._asked.set()  # ends the thread (it writes nothing unless a signal came)
 
+    @contextlib.contextmanager
+    def deferred(self):
+        """An unarmed signal waits for the block to end (e.g. `ray.init`, which a signal could leave
+        half done), then ends the run."""
+        self._deferring = True
+        try:
+            yield
+        except SystemExit as e:  # `ray.init` sets a SIGTERM handler of its own (sys.exit) while it runs
+            if e.code != signal.SIGTERM:
+                raise
+            self._deferred = signal.SIGTERM
+        finally:
+            self._deferring = False
+        if self._deferred is not None:
+            raise Interrupted(self._deferred, self.stage)
+
     def _on_signal(self, signum, frame) -> None:
-        if self.signum is not None or not self.armed:
-            raise Interrupted(signum)
+        if self.signum is not None:
+            raise Interrupted(signum, "again: aborted without waiting for the checkpoint")
+        if not self.armed:
+            if self._deferring:
+                self._deferred = signum
+                return
+            raise Interrupted(signum, self.stage)
         self.signum = signum
         self.say(f"[vlv-ray] {signal.Signals(signum).name}: every worker checkpoints its current step, "
                  "then the run stops (send it again to abort without a checkpoint)", flush=True)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import yaml
 
 from vlv_ray.config import ConfigError, load_job
 from vlv_ray.storage import SECRET_ENV
-from vlv_ray.train import auth
+from vlv_ray.train import auth, reach
 
 RUNTIME_ENV_FILE = Path("jobs") / "runtime_env.yaml"
 # Used when the submitted directory has no jobs/runtime_env.yaml of its own.
@@ -63,7 +61,6 @@ def secrets_in_env() -> dict[str, str]:
 
 
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-CONNECT_TIMEOUT_S = 3.0
 
 
 def cluster_address(flag: str | None) -> tuple[str, str]:
@@ -77,20 +74,11 @@ def cluster_address(flag: str | None) -> tuple[str, str]:
 
 
 def _check_reachable(address: str, source: str) -> None:
-    """One TCP connect, a few seconds at most: Ray's client would wait ≈ 35 s and end in a traceback."""
-    url = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError:
-        port = None
-    if not url.hostname or port is None:
-        raise ConfigError(f"{source} {address}: expected the head's dashboard, e.g. http://HEAD:8265")
-    try:
-        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as e:
-        raise ConfigError(f"{source} {address}: nothing answered at {url.hostname}:{port} "
-                          f"({e.strerror or type(e).__name__}); expected the head's dashboard, e.g. "
-                          "http://HEAD:8265, with the cluster running") from None
+    """In seconds: Ray's client would wait ≈ 35 s and end in a traceback."""
+    why = reach.unreachable(address)
+    if why:
+        raise ConfigError(f"{source} {address}: {why}; expected the head's dashboard, e.g. http://HEAD:8265, "
+                          "with the cluster running")
 
 
 def _client(address: str, source: str = "--address"):
