@@ -31,3 +31,18 @@ def test_seeds_below_one_are_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="seeds: got 0, expected at least 1"):
         demo.run(tmp_path / "demo", seeds=0)
     assert not (tmp_path / "demo").exists()
+
+
+def test_too_few_images_for_a_batch_per_worker_is_one_line_before_any_work(tmp_path):
+    """`vlv-ray demo --images 64` gives stage 2 six captioned images for 2 workers × batch 16: it
+    ended in a RuntimeError traceback from the data reader minutes in; now one line, exit 2."""
+    import os
+
+    from helpers import vlv
+
+    r = vlv(["demo", "--images", "64", "--workdir", str(tmp_path / "demo")], dict(os.environ), tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "vlv-ray: error: --images: got 64, too few: stage 2 trains on 6 of them, expected at least one batch "
+        "per worker (2 × data.batch_size 16 = 32)"]
+    assert "Traceback" not in r.stderr and not (tmp_path / "demo").exists()

@@ -33,7 +33,7 @@ def cmd_demo(args) -> int:
     from vlv_ray.cli.common import in_flags
     from vlv_ray.toyworld import demo
 
-    with in_flags(seeds="--seeds"):
+    with in_flags(seeds="--seeds", images="--images"):
         metrics = demo.run(args.workdir, images=args.images, seeds=args.seeds, stage1_overrides=args.overrides,
                            stage2_overrides=args.stage2, stage1_only=args.stage1_only)
     if args.json:

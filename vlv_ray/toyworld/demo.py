@@ -60,13 +60,14 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction
         raise ValueError(f"seeds: got {seeds}, expected at least 1")
     t_start = time.time()
     work = Path(workdir).resolve()
-    storage.check_writable(str(work))  # before minutes of work, not after
     stamp = time.strftime("%Y%m%d-%H%M%S")
     teacher = str(TEACHER_DIR)
     s2 = [f"max_steps={stage2_steps}"] if stage2_steps is not None else []
     tower = [f"model.florence={vision_tower}"] if vision_tower else []
     stages = Stages(stage1_overrides=[*tower, *(stage1_overrides or [])],
                     stage2_overrides=[*s2, *(stage2_overrides or [])])
+    stages.check_counts(images, paired_count(images, paired_fraction))
+    storage.check_writable(str(work))  # before minutes of work, not after
     if stage1_only:
         t0 = time.time()
         data1, _ = write_world(work, images, paired_count(images, paired_fraction))

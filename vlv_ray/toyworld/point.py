@@ -88,6 +88,20 @@ class Stages:
     stage1_overrides: list[str] = field(default_factory=list)
     stage2_overrides: list[str] = field(default_factory=list)
 
+    def check_counts(self, images: int, paired: int) -> None:
+        """Each stage must fill one batch per worker from its images, or its first epoch ends before
+        its first step: a ValueError naming `images`, before anything is written."""
+        from vlv_ray.config import load_job
+
+        for n, job, overrides, what in ((images, self.stage1_job, self.stage1_overrides, "stage 1 trains on"),
+                                        (paired, self.stage2_job, self.stage2_overrides, "stage 2 trains on")):
+            cfg = load_job(job, overrides)
+            need = cfg.scaling.num_workers * cfg.data.batch_size
+            if n < need:
+                raise ValueError(f"images: got {images}, too few: {what} {n} of them, expected at least one batch "
+                                 f"per worker ({cfg.scaling.num_workers} × data.batch_size {cfg.data.batch_size} = "
+                                 f"{need})")
+
     def with_queries(self, queries: int | None) -> "Stages":
         """Both stages at `queries` caption-embedding positions (stage 2 takes the export's anyway)."""
         if queries is None:
