@@ -46,3 +46,9 @@ def test_too_few_images_for_a_batch_per_worker_is_one_line_before_any_work(tmp_p
         "vlv-ray: error: --images: got 64, too few: stage 2 trains on 6 of them, expected at least one batch "
         "per worker (2 × data.batch_size 16 = 32)"]
     assert "Traceback" not in r.stderr and not (tmp_path / "demo").exists()
+    # --stage1-only needs stage 1's batches alone (64 images, 2 × 16: enough; test_package runs it)
+    from vlv_ray.toyworld.point import Stages
+
+    Stages().check_counts(64, None)
+    with pytest.raises(ValueError, match="images: got 31, too few: stage 1 trains on 31"):
+        Stages().check_counts(31, None)

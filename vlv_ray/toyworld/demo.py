@@ -66,7 +66,7 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = 6000, paired_fraction
     tower = [f"model.florence={vision_tower}"] if vision_tower else []
     stages = Stages(stage1_overrides=[*tower, *(stage1_overrides or [])],
                     stage2_overrides=[*s2, *(stage2_overrides or [])])
-    stages.check_counts(images, paired_count(images, paired_fraction))
+    stages.check_counts(images, None if stage1_only else paired_count(images, paired_fraction))
     storage.check_writable(str(work))  # before minutes of work, not after
     if stage1_only:
         t0 = time.time()

@@ -88,13 +88,16 @@ class Stages:
     stage1_overrides: list[str] = field(default_factory=list)
     stage2_overrides: list[str] = field(default_factory=list)
 
-    def check_counts(self, images: int, paired: int) -> None:
+    def check_counts(self, images: int, paired: int | None) -> None:
         """Each stage must fill one batch per worker from its images, or its first epoch ends before
-        its first step: a ValueError naming `images`, before anything is written."""
+        its first step: a ValueError naming `images`, before anything is written. `paired` None:
+        stage 1 only."""
         from vlv_ray.config import load_job
 
         for n, job, overrides, what in ((images, self.stage1_job, self.stage1_overrides, "stage 1 trains on"),
                                         (paired, self.stage2_job, self.stage2_overrides, "stage 2 trains on")):
+            if n is None:
+                continue
             cfg = load_job(job, overrides)
             need = cfg.scaling.num_workers * cfg.data.batch_size
             if n < need:
