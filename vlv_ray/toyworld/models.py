@@ -8,7 +8,13 @@ context is 16 tokens, so the toy world's "77 queries" are 16.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from vlv_ray.toyworld.assets import TEACHER_DIR
+
+if TYPE_CHECKING:
+    import torch
 
 # The teacher's CLIP context (tokens.MAX_TEXT_TOKENS; a test holds them equal): at most this
 # many queries. Nothing heavy is imported at module level: `config check` registers this preset.
@@ -69,10 +75,30 @@ def build_stage1(*, num_queries: int, resolution: int, sd_path: str | None, trai
         encoder = VLVEncoder(florence, PROMPT_IDS, image_size=resolution, num_queries=num_queries,
                              out_dim=decoder.hidden_size, train_vision_tower=train_vision_tower)
     if florence_path:
-        from vlv_ray.toyworld.tower import load_into
-
         load_into(florence, florence_path)
     return encoder, decoder
+
+
+# A pretrained tower file (made by tower.py, which imports these): the tower's and projector's
+# weights by Florence2Model's names.
+PARTS = ("vision_tower.", "multi_modal_projector.")
+
+
+def tower_state(florence) -> dict[str, torch.Tensor]:
+    """The tower's and projector's parameters and persistent buffers, by Florence2Model's names."""
+    return {k: v.detach().contiguous() for k, v in florence.state_dict().items() if k.startswith(PARTS)}
+
+
+def load_into(florence, path: str | Path) -> None:
+    """Load a tower file into `florence` (a Florence2Model of the toy config), all of it or nothing."""
+    from safetensors.torch import load_file
+
+    got = load_file(str(path))
+    want = tower_state(florence)
+    if set(got) != set(want) or any(got[k].shape != want[k].shape for k in want):
+        raise ValueError(f"{path}: not a toy vision tower (expected the keys and shapes of {PARTS} in the toy "
+                         "Florence-2 config; remake it with python -m vlv_ray.toyworld.tower)")
+    florence.load_state_dict(got, strict=False)
 
 
 def toy_captioner(prefix_dim: int, seed: int = 0, max_caption_tokens: int = 16):

@@ -22,31 +22,14 @@ from torch import nn
 
 from vlv_ray.toyworld import world
 from vlv_ray.toyworld.assets import TOWER_FILE
+from vlv_ray.toyworld.models import (  # noqa: F401 (PARTS, load_into: the file's format, named here too)
+    NUM_QUERIES, PARTS, build_stage1, load_into, tower_state,
+)
 
 TOWER_SEED = 23  # world seed of its pretraining images: not the demo's (7), the reader's (2) or held-out (1000)
-PARTS = ("vision_tower.", "multi_modal_projector.")  # what the file holds, by Florence2Model's names
-
-
-def tower_state(florence) -> dict[str, torch.Tensor]:
-    """The tower's and projector's parameters and persistent buffers, by Florence2Model's names."""
-    return {k: v.detach().contiguous() for k, v in florence.state_dict().items() if k.startswith(PARTS)}
-
-
-def load_into(florence, path: str | Path) -> None:
-    """Load a tower file into `florence` (a Florence2Model of the toy config), all of it or nothing."""
-    from safetensors.torch import load_file
-
-    got = load_file(str(path))
-    want = tower_state(florence)
-    if set(got) != set(want) or any(got[k].shape != want[k].shape for k in want):
-        raise ValueError(f"{path}: not a toy vision tower (expected the keys and shapes of {PARTS} in the toy "
-                         "Florence-2 config; remake it with python -m vlv_ray.toyworld.tower)")
-    florence.load_state_dict(got, strict=False)
 
 
 def _encoder(seed: int = 0):
-    from vlv_ray.toyworld.models import NUM_QUERIES, build_stage1
-
     encoder, _ = build_stage1(num_queries=NUM_QUERIES, resolution=world.SIZE, sd_path=None, train_vision_tower=True,
                               seed=seed)
     return encoder
