@@ -209,7 +209,7 @@ def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
     cost = replace(plan.cfg.cost, region=plan.cfg.cost.region or plan.spec.region)  # price nodes where they run
     watch = ClusterWatch(state, plan.pools, cost, plan.cfg.stage, opts.capacity_wait_s)
     ended = "interrupted"
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a closed terminal / `kill`: same as Ctrl-C
+    previous = _stop_signals()
     try:
         if not attach:
             state.up_started_at = state.pool_since = time.time()
@@ -243,7 +243,8 @@ def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
         _stop_job(state)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         state.ended = ended
         state.save()
         _end(plan, be, watch, ended)
@@ -256,6 +257,18 @@ class _Ended(Exception):
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _stop_signals() -> dict:
+    """Ctrl-C, `kill` and a closed terminal all stop the job and tear the cluster down; returns the
+    handlers to put back. SIGINT is taken even where it was inherited ignored (a launcher started
+    with `&` from a script: Python then raises no KeyboardInterrupt, and a `kill -INT` used to
+    leave the job and the cluster running); SIGHUP is left ignored under `nohup`, which asks for it."""
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, _raise_interrupt),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _raise_interrupt)
+    return previous
 
 
 STOP_JOB_WAIT_S = 60.0  # then the teardown goes ahead: it ends the job with the cluster
