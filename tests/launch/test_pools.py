@@ -36,6 +36,22 @@ def test_pools_fit_the_job_spot_first_and_on_demand_only_when_allowed(monkeypatc
     assert types["gpu_l4_x1_spot"]["node_config"]["scheduling"]["provisioningModel"] == "SPOT"  # the file's own
 
 
+def test_pools_are_priced_at_the_jobs_spot_statistic_as_the_ledger_meters_them():
+    """A pool's price (its label, a switch's price difference) is the one the ledger will charge:
+    spot at `cost.spot_price` (it was always the median)."""
+    from vlv_ray.cost import model
+
+    spec, cat = ClusterSpec(REPO / "cluster" / "local-fake.yaml"), catalog.load()
+    for stat in ("min", "median", "max"):
+        for p in spec.pools(L40S, allow_on_demand=True, catalog=cat, spot_price=stat):
+            price = cat.lookup(p.instance_type, spec.region)
+            assert p.usd_per_hour == model.hourly(price, p.market, CostConfig(spot_price=stat)), (stat, p)
+    def spot(stat: str) -> list[float]:
+        return [p.usd_per_hour for p in spec.pools(L40S, allow_on_demand=False, catalog=cat, spot_price=stat)]
+
+    assert spot("min") < spot("max")  # the catalog's zones differ, so the choice shows
+
+
 def test_the_capacity_clock_runs_only_while_work_waits_and_no_node_of_the_pool_joined(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     spec = ClusterSpec(REPO / "cluster" / "local-fake.yaml")

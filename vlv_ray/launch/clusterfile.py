@@ -120,8 +120,10 @@ class ClusterSpec:
     def head_labels(self) -> dict[str, str]:
         return dict(self.config["available_node_types"][self.head_type].get("labels") or {})
 
-    def pools(self, need: dict[str, float], *, allow_on_demand: bool, catalog) -> list[Pool]:
-        """The worker types whose resources fit one training worker (`need`), in launch order."""
+    def pools(self, need: dict[str, float], *, allow_on_demand: bool, catalog,
+              spot_price: str = "median") -> list[Pool]:
+        """The worker types whose resources fit one training worker (`need`), in launch order, each
+        priced as the ledger meters it (spot at the job's `cost.spot_price` statistic)."""
         fits = {t: s for t, s in self.worker_types.items()
                 if all((s.get("resources") or {}).get(k, 0) >= v for k, v in need.items())}
         if not fits:
@@ -132,7 +134,7 @@ class ClusterSpec:
             labels = spec.get("labels") or {}
             instance, market = labels.get(INSTANCE, t), labels.get(MARKET, "on-demand")
             price = catalog.lookup(instance, labels.get(REGION) or self.region)
-            return Pool(t, instance, market, price.usd_per_hour(market) if price else None, generated)
+            return Pool(t, instance, market, price.usd_per_hour(market, spot_price) if price else None, generated)
 
         spot = [pool(t, s) for t, s in fits.items() if (s.get("labels") or {}).get(MARKET) == "spot"]
         on_demand = [pool(t, s) for t, s in fits.items() if (s.get("labels") or {}).get(MARKET) != "spot"]

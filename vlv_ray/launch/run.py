@@ -84,7 +84,7 @@ def prepare(opts: LaunchOptions) -> Plan:
             raise ConfigError(f"{opts.cluster}: provider {spec.provider}: {missing}")
     _submittable(opts.job)
     pools = spec.pools(worker_need(cfg), allow_on_demand=opts.allow_on_demand,
-                       catalog=catalog_mod.load(cfg.cost.prices_csv))
+                       catalog=catalog_mod.load(cfg.cost.prices_csv), spot_price=cfg.cost.spot_price)
     state = LaunchState(name=cfg.name, job=str(Path(opts.job).resolve()), overrides=list(opts.overrides),
                         cluster=str(Path(opts.cluster).resolve()), backend="cloud" if spec.remote else "local",
                         provider=spec.provider, budget_usd=opts.budget_usd, keep=opts.keep,
