@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from vlv_ray.toyworld import DEMO_IMAGES, DEMO_SEEDS, DEMO_STAGE2_STEPS
+
 
 def add_parsers(sub) -> None:
     add_demo_parser(sub)
@@ -15,14 +17,15 @@ def add_parsers(sub) -> None:
 def add_demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="the miniature world: stage 1 → stage 2 → captions, reconstructions, metrics")
     demo.add_argument("--workdir", default="vlv-demo", help="where images, shards and runs go (default: %(default)s)")
-    demo.add_argument("--images", type=int, default=6000, help="stage-1 images; 10%% of them get captions for "
+    demo.add_argument("--images", type=int, default=DEMO_IMAGES, help="stage-1 images; 10%% of them get captions for "
                       "stage 2 (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="end with the metrics as one JSON line")
     demo.add_argument("--stage1-only", action="store_true", help="stop after stage 1 and its export (a quick check)")
-    demo.add_argument("--seeds", type=int, default=3, help="stage-2 seeds (with and without stage 1) and "
+    demo.add_argument("--seeds", type=int, default=DEMO_SEEDS, help="stage-2 seeds (with and without stage 1) and "
                       "reconstruction sampling seeds; every figure is their mean, std, min and max (default: %(default)s)")
     demo.add_argument("--stage2", action="append", default=[], metavar="key=value",
-                      help="a stage-2 job override (repeatable), e.g. --stage2 max_steps=1200 (the demo's default: 600)")
+                      help="a stage-2 job override (repeatable), e.g. --stage2 max_steps=1200 (the demo's default: "
+                      f"{DEMO_STAGE2_STEPS})")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="stage-1 job overrides, e.g. max_steps=20, or model.florence=null "
                       "(the seeded random vision tower instead of the pretrained one)")
     demo.set_defaults(fn=cmd_demo)
