@@ -37,8 +37,9 @@ def cmd_cost_estimate(args) -> int:
     if args.throughput is not None and args.throughput <= 0:
         raise UserError(f"--throughput: got {args.throughput}, expected samples/s per GPU > 0")
     cat = catalog.load(args.prices or cfg.cost.prices_csv)
-    e = estimate.estimate(cfg, cat, throughput=args.throughput, instance=args.instance, source=args.job,
-                          **({"results": Path(args.results)} if args.results else {}))
+    with in_flags(throughput="--throughput", instance="--instance", prices_csv="--prices"):
+        e = estimate.estimate(cfg, cat, throughput=args.throughput, instance=args.instance, source=args.job,
+                              **({"results": Path(args.results)} if args.results else {}))
     print(json.dumps(e, indent=1) if args.json else estimate.format_estimate(e))
     return 0
 

@@ -61,18 +61,18 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
     """The job's instance type (or the cheapest) and the cheapest alternatives (`source`: the job file)."""
     got = model.measured_job(cfg, results)
     if throughput is None and not got.throughput:
-        raise CatalogError("--throughput: required (samples/s per GPU): no measured figure for stage "
+        raise CatalogError("throughput: required (samples/s per GPU): no measured figure for stage "
                            f"{cfg.stage} in {results}")
     instance = instance or cfg.cost.instance_type
     chosen_price = cat.lookup(instance, cfg.cost.region) if instance else None
     if instance and chosen_price is None:
-        raise CatalogError(f"--instance: {instance!r} is not in the price catalog (add it with --prices FILE)")
+        raise CatalogError(f"instance: {instance!r} is not in the price catalog (add its row with prices_csv=FILE)")
     same_gpu = chosen_price.gpu_model if chosen_price else None
 
     def measured_for(p: Price) -> model.Measured:
         if throughput is None or same_gpu not in (None, p.gpu_model):
             return got
-        where = "--throughput" if same_gpu else "--throughput (assumed for every GPU)"
+        where = "given throughput" if same_gpu else "given throughput (assumed for every GPU)"
         row = {"batch_size": cfg.data.batch_size}
         return replace(got, throughput={p.gpu_model: (throughput, where, row)}, memory=got.memory)
 
@@ -91,7 +91,7 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
         chosen = next((r for r in rows if (r.instance_type, r.region) == (instance, chosen_price.region)), None)
         if chosen is None:
             why = _row(cfg, chosen_price, cat, measured_for(chosen_price))
-            raise CatalogError(f"--instance: {instance}: {why}")
+            raise CatalogError(f"instance: {instance}: {why}")
     chosen = chosen or (rows[0] if rows else None)
     seen, others = {(chosen.instance_type, chosen.region)} if chosen else set(), []
     for r in rows:  # one row per instance type: its cheapest region

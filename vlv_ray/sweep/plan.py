@@ -164,7 +164,7 @@ def estimate(cfg: JobConfig, throughput: float | None, key: str = "stage1") -> E
     try:
         e = est.estimate(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
                          alternatives=0)
-    except CatalogError as err:  # estimate() speaks in `cost estimate`'s flags; the sweep file has a key
+    except CatalogError as err:  # estimate() names its arguments; the sweep file has a key
         reason = str(err).partition("(samples/s per GPU): ")[2] or str(err)
         return Estimate(where=f"no estimate ({reason}; set {key}.throughput, samples/s per GPU)")
     row = e["instance"]
