@@ -71,6 +71,55 @@ def _write_shard(dest: str, index: int, rows: list[dict], kw: dict, row_group_ro
             "row_groups": [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]}
 
 
+def _open(src: str, captions: str | None, image_column: str | None, key_column: str | None,
+          caption_column: str | None, kw: dict) -> tuple[Any, dict, str | None]:
+    """(the source, captions by key from `captions`, their SHA-256): bad input as DataError."""
+    try:
+        source = sources.open_source(src, image_column=image_column, key_column=key_column,
+                                     caption_column=caption_column, **kw)
+    except sources.SourceError as e:
+        raise DataError(str(e)) from None
+    caption_of, captions_sha256 = load_captions(captions, **kw) if captions else ({}, None)
+    if caption_of and source.kind == "folder":  # a folder's items are listed, not read: a cheap check
+        keys = [(item.key, item.alias) for item in source.items()]
+        if not any(k in caption_of or a in caption_of for k, a in keys):
+            raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
+                            f"'{keys[0][0]}': the path under SRC without extension)")
+    return source, caption_of, captions_sha256
+
+
+def _previous(dest: str, src_id: str, inputs: str, overwrite: bool, say, kw: dict) -> tuple[Manifest | None, bool]:
+    """(the manifest already in `dest`, or None when there is none or it is damaged; whether it is
+    this very dataset, intact: nothing to do). Another source's dataset is replaced only on `overwrite`."""
+    existing = _existing_manifest(dest, kw)
+    if existing is not None and existing.get("src") != src_id and not overwrite:
+        raise DataError(f"{dest}: holds a dataset prepared from {existing.get('src', 'another source')}, "
+                        f"not {src_id}; pass overwrite=True to replace it")
+    if existing is not None and existing.get("inputs_sha256") == inputs:
+        if _intact(dest, existing, say, kw):
+            return existing, True
+        return None, False  # damaged: nothing of it worth keeping
+    return existing, False
+
+
+def _write_items(source, writer: "ShardWriter", row_of) -> None:
+    """Every item of `source` through `row_of` (a row, or the reason it is rejected) into `writer`,
+    from the writer's resume point on; keys seen twice are rejected after the first."""
+    seen_keys: set[str] = set()
+    i = -1
+    for i, item in _items(source):
+        if i < writer.start:  # written before a crash: only its key matters (duplicates)
+            seen_keys.add(item.key)
+            continue
+        row = "duplicate_key" if item.key in seen_keys else row_of(item)
+        seen_keys.add(item.key)  # a.jpg and a.png: the first in order wins, whatever becomes of it
+        if isinstance(row, str):
+            writer.reject(item, row)
+        else:
+            writer.add(row, next_item=i + 1)
+    writer.close(next_item=i + 1)
+
+
 def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: int = 256 << 20,
             row_group_rows: int = 256, min_side: int = 0, max_aspect: float | None = None,
             max_short_side: int | None = None, captions: str | None = None, image_column: str | None = None,
@@ -87,17 +136,7 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
     _check_options(shard_rows=shard_rows, row_group_rows=row_group_rows, min_side=min_side, shard_bytes=shard_bytes,
                    max_short_side=max_short_side, max_aspect=max_aspect)
     storage.check_writable(dest, **kw)  # before any image is read, not after all of them
-    try:
-        source = sources.open_source(src, image_column=image_column, key_column=key_column,
-                                     caption_column=caption_column, **kw)
-    except sources.SourceError as e:
-        raise DataError(str(e)) from None
-    caption_of, captions_sha256 = load_captions(captions, **kw) if captions else ({}, None)
-    if caption_of and source.kind == "folder":  # a folder's items are listed, not read: a cheap check
-        keys = [(item.key, item.alias) for item in source.items()]
-        if not any(k in caption_of or a in caption_of for k, a in keys):
-            raise DataError(f"{captions}: no caption key matches an image key (image keys look like "
-                            f"'{keys[0][0]}': the path under SRC without extension)")
+    source, caption_of, captions_sha256 = _open(src, captions, image_column, key_column, caption_column, kw)
     filters = {"min_side": min_side, "max_aspect": max_aspect}
     inputs = source.digest({**filters, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
                             "row_group_rows": row_group_rows, "columns": [image_column, key_column, caption_column],
@@ -108,33 +147,16 @@ def prepare(src: str, dest: str, *, shard_rows: int | None = None, shard_bytes: 
         if progress:
             print(f"[prepare] {msg}", file=sys.stderr, flush=True)
 
-    existing = _existing_manifest(dest, kw)
-    if existing is not None and existing.get("src") != src_id and not overwrite:
-        raise DataError(f"{dest}: holds a dataset prepared from {existing.get('src', 'another source')}, "
-                        f"not {src_id}; pass overwrite=True to replace it")
-    if existing is not None and existing.get("inputs_sha256") == inputs:
-        if _intact(dest, existing, say, kw):
-            return existing
-        existing = None  # damaged: nothing of it worth keeping
+    existing, finished = _previous(dest, src_id, inputs, overwrite, say, kw)
+    if finished:
+        return existing
     removed = storage.remove_temp_files(dest, **kw) + storage.remove_temp_files(storage.join(dest, REJECTS_DIR), **kw)
     if removed:
         say(f"removed {removed} temporary files left by an interrupted run")
 
     writer = ShardWriter(dest, inputs, existing=existing, shard_rows=shard_rows, shard_bytes=shard_bytes,
                          row_group_rows=row_group_rows, total=source.total, say=say, storage_kw=kw)
-    seen_keys: set[str] = set()
-    i = -1
-    for i, item in _items(source):
-        if i < writer.start:  # written before a crash: only its key matters (duplicates)
-            seen_keys.add(item.key)
-            continue
-        row = "duplicate_key" if item.key in seen_keys else _row(item, min_side, max_aspect, max_short_side, caption_of)
-        seen_keys.add(item.key)  # a.jpg and a.png: the first in order wins, whatever becomes of it
-        if isinstance(row, str):
-            writer.reject(item, row)
-        else:
-            writer.add(row, next_item=i + 1)
-    writer.close(next_item=i + 1)
+    _write_items(source, writer, lambda item: _row(item, min_side, max_aspect, max_short_side, caption_of))
     if not writer.shards:
         where = f"; keys and reasons in {storage.join(dest, writer.reject_files[-1])}" if writer.reject_files else ""
         kept = f"; {dest} is unchanged" if existing is not None else ""

@@ -227,8 +227,6 @@ def run(spec: EvalSpec, *, out: str | None = None, progress: bool = True) -> dic
     """Evaluate on the connected Ray cluster; write `<out>/eval.json` and `<out>/grid.png`."""
     import ray
 
-    from vlv_ray.eval.fid import FeatureFID
-
     export_uri, manifest = check(spec)
     kw = spec.storage_kw
     if out:
@@ -241,65 +239,91 @@ def run(spec: EvalSpec, *, out: str | None = None, progress: bool = True) -> dic
         Evaluator, fn_constructor_args=(spec, export_uri), batch_size=spec.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
 
-    generated = spec.kind == "recon" or spec.t2i is not None
-    fids: list[FeatureFID] = []
-    clip_sums: dict[str, float] = {}
-    grid: dict[int, list] = {}
-    samples: list[dict] = []
-    done, t0 = 0, time.time()
+    totals, t0 = _Totals(spec), time.time()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        n = len(batch["_pos"])
-        if generated:
-            if not fids:
-                fids = [FeatureFID(batch["real"].shape[1]) for _ in spec.guidance]
-            for i, f in enumerate(fids):
-                f.update(batch["real"], real=True)
-                f.update(batch[f"fake{i}"], real=False)
-        for k in [c for c in batch if c.startswith("clip")]:
-            clip_sums[k] = clip_sums.get(k, 0.0) + float(np.sum(batch[k]))
-        for j, p in enumerate(batch["_pos"]):
-            if batch["png_real"][j]:
-                grid[int(p)] = [batch["png_real"][j]] + [batch[f"png{i}"][j] for i in range(len(spec.guidance))
-                                                         if f"png{i}" in batch]
-            if "caption" in batch and len(samples) < spec.grid_rows:
-                samples.append({"key": str(batch["key"][j]), "caption": str(batch["caption"][j])})
-        done += n
+        totals.add(batch)
         if progress:
-            rate = done / max(time.time() - t0, 1e-6)
-            print(f"[eval] {done}/{total} images, {rate:.2f} img/s, ETA {(total - done) / rate:.0f}s",
+            rate = totals.done / max(time.time() - t0, 1e-6)
+            print(f"[eval] {totals.done}/{total} images, {rate:.2f} img/s, ETA {(total - totals.done) / rate:.0f}s",
                   file=sys.stderr, flush=True)
+    done = totals.done
     if done < 2:
         raise DataError(f"{spec.data}: only {done} images could be decoded; FID needs at least 2")
     seconds = time.time() - t0
-    protocol = {"images": done, "asked": spec.images, "dropped_undecodable": (spec.images or manifest["rows"]) - done,
+    protocol = _protocol(spec, meta, export_uri, total, done, totals)
+    summary = {"eval": spec.kind, "images": done, "results": totals.results(protocol), "seconds": round(seconds, 1),
+               "images_per_s": round(done / max(seconds, 1e-6), 3), "samples": totals.samples}
+    if out:
+        summary["out"] = out
+        if totals.grid:
+            summary["grid"] = storage.join(out, "grid.png")
+            storage.write_bytes_atomic(summary["grid"], _grid_png(totals.grid), **kw)
+        storage.write_bytes_atomic(storage.join(out, "eval.json"), (json.dumps(summary, indent=1) + "\n").encode(),
+                                   **kw)
+    return summary
+
+
+class _Totals:
+    """What the evaluated batches add up to, reduced once in the driver: FID statistics per
+    guidance scale, CLIP score sums, the grid's images (by position) and the first captions."""
+
+    def __init__(self, spec: EvalSpec):
+        self.spec = spec
+        self.generated = spec.kind == "recon" or spec.t2i is not None
+        self.fids: list = []
+        self.clip_sums: dict[str, float] = {}
+        self.grid: dict[int, list] = {}
+        self.samples: list[dict] = []
+        self.done = 0
+
+    def add(self, batch: dict) -> None:
+        from vlv_ray.eval.fid import FeatureFID
+
+        spec = self.spec
+        if self.generated:
+            if not self.fids:
+                self.fids = [FeatureFID(batch["real"].shape[1]) for _ in spec.guidance]
+            for i, f in enumerate(self.fids):
+                f.update(batch["real"], real=True)
+                f.update(batch[f"fake{i}"], real=False)
+        for k in [c for c in batch if c.startswith("clip")]:
+            self.clip_sums[k] = self.clip_sums.get(k, 0.0) + float(np.sum(batch[k]))
+        for j, p in enumerate(batch["_pos"]):
+            if batch["png_real"][j]:
+                self.grid[int(p)] = [batch["png_real"][j]] + [batch[f"png{i}"][j] for i in range(len(spec.guidance))
+                                                              if f"png{i}" in batch]
+            if "caption" in batch and len(self.samples) < spec.grid_rows:
+                self.samples.append({"key": str(batch["key"][j]), "caption": str(batch["caption"][j])})
+        self.done += len(batch["_pos"])
+
+    def results(self, protocol: dict) -> list[dict]:
+        """One record a metric and guidance scale, each with the protocol it was measured under."""
+        spec, done, results = self.spec, self.done, []
+        if spec.kind == "caption":
+            results.append({"metric": "clip_text_image", "value": _mean(self.clip_sums, "clip_text", done),
+                            "protocol": {**protocol, "guidance": None}})
+        for i, scale in enumerate(spec.guidance if self.generated else []):
+            fid_name = "recon_fid" if spec.kind == "recon" else "caption_t2i_fid"
+            results.append({"metric": fid_name, "value": self.fids[i].compute(),
+                            "protocol": {**protocol, "guidance": scale}})
+            if spec.kind == "recon" and spec.clip:
+                results.append({"metric": "clip_image_image", "value": _mean(self.clip_sums, f"clip{i}", done),
+                                "protocol": {**protocol, "guidance": scale}})
+        return results
+
+
+def _protocol(spec: EvalSpec, meta: dict, export_uri: str, total: int, done: int, totals: _Totals) -> dict:
+    """What every result states: image count, resize, feature extractor, steps, seed, export."""
+    protocol = {"images": done, "asked": spec.images, "dropped_undecodable": total - done,
                 "resolution": meta["resolution"],
                 "resize": f"centre crop + resize to {meta['resolution']} px (the training decode); generated images "
                           f"resized to it (bicubic) when they differ",
-                "features": feature_lib.describe(spec.features, fids[0].num_features if fids else None),
+                "features": feature_lib.describe(spec.features, totals.fids[0].num_features if totals.fids else None),
                 "steps": spec.steps, "scheduler": spec.scheduler or "DDIMScheduler", "seed": spec.seed,
                 "clip": spec.clip, "export": export_uri, "export_step": meta.get("step"), "data": spec.data}
     if spec.kind == "caption":
         protocol.update({"beams": spec.beams, "max_new_tokens": spec.max_new_tokens, "t2i": spec.t2i})
-    results = []
-    if spec.kind == "caption":
-        results.append({"metric": "clip_text_image", "value": _mean(clip_sums, "clip_text", done),
-                        "protocol": {**protocol, "guidance": None}})
-    for i, scale in enumerate(spec.guidance if generated else []):
-        fid_name = "recon_fid" if spec.kind == "recon" else "caption_t2i_fid"
-        results.append({"metric": fid_name, "value": fids[i].compute(), "protocol": {**protocol, "guidance": scale}})
-        if spec.kind == "recon" and spec.clip:
-            results.append({"metric": "clip_image_image", "value": _mean(clip_sums, f"clip{i}", done),
-                            "protocol": {**protocol, "guidance": scale}})
-    summary = {"eval": spec.kind, "images": done, "results": results, "seconds": round(seconds, 1),
-               "images_per_s": round(done / max(seconds, 1e-6), 3), "samples": samples}
-    if out:
-        summary["out"] = out
-        if grid:
-            summary["grid"] = storage.join(out, "grid.png")
-            storage.write_bytes_atomic(summary["grid"], _grid_png(grid), **kw)
-        storage.write_bytes_atomic(storage.join(out, "eval.json"), (json.dumps(summary, indent=1) + "\n").encode(),
-                                   **kw)
-    return summary
+    return protocol
 
 
 def _mean(sums: dict[str, float], key: str, n: int) -> float | None:
