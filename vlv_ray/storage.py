@@ -109,6 +109,11 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri, *parts))
 
 
+def on_object_store(uri: str) -> bool:
+    """Whether `uri` names an object store (s3://, gs://), not a disk of this machine."""
+    return urlparse(uri).scheme.lower() in ("s3", "gs", "gcs")
+
+
 def exists(uri: str, **kw) -> bool:
     fs, path = resolve(uri, **kw)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -64,6 +64,8 @@ def test_plan_estimate_guard_and_ledger_agree_on_one_instance(row, spot_price):
                        "vlv-ray/region": row["region"]}}
     entry = describe(node, 1, catalog.load(), cfg.cost)
     assert entry.priced and entry.usd_per_hour == pytest.approx(q.usd_per_node_hour, rel=1e-12)
+    # … and the run's object storage at the $/h the quote adds over its wall time.
+    assert model.storage_hourly(cfg.cost) == pytest.approx(q.storage_usd / q.wall_hours, rel=1e-12)
     if row["market"] == "spot" and spot_price == "min":
         p = catalog.load().lookup(row["instance_type"], row["region"])
         assert entry.usd_per_hour == p.spot_min

@@ -42,3 +42,24 @@ def test_the_ledger_round_trips_through_storage_and_keeps_counting(tmp_path):
     NodeMeter(again, 2, catalog.load(), CostConfig(local_node_usd_per_hour=3600.0)).observe([node("a")], 100.0)
     assert again.total_usd == 3.0 and again.entries["a/2"].stage == 2  # a new driver starts at 0 s, then adds
     assert Ledger.load(str(tmp_path / "fresh"), "new").entries == {}
+
+
+def test_a_run_on_object_storage_meters_its_storage_as_the_quote_prices_it():
+    """`cost.storage_gb` × $/GB-month over a 730-hour month, for as long as the run is metered; a
+    run on local disk (storage=False) bills none. The quote adds the same $/h over its wall time."""
+    from vlv_ray.cost import model
+
+    cost = CostConfig(local_node_usd_per_hour=0.0, storage_gb=2000.0, storage_usd_per_gb_month=0.0365)
+    for on_store in (True, False):
+        led = Ledger(run="r")
+        m = NodeMeter(led, 1, catalog.load(), cost, storage=on_store)
+        m.observe([node("h", head=True)], 0.0)
+        m.observe([node("h", head=True)], 1800.0)
+        m.observe([], 3600.0)  # the metering goes on while no node is up: the bucket still bills
+        if on_store:
+            e = led.entries["storage/1"]
+            assert e.seconds == 3600.0 and e.usd_per_hour == model.storage_hourly(cost) == 2000 * 0.0365 / 730
+            assert led.total_usd == e.usd_per_hour and "object storage" in format_report(led)
+        else:
+            assert "storage/1" not in led.entries and led.total_usd == 0.0
+

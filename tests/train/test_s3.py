@@ -37,3 +37,9 @@ def test_prepare_train_and_resume_on_s3(ray_cluster, s3_bucket, tmp_path):
     second = launch.run(job(6))
     assert second.error is None
     assert second.metrics["resumed_from"] == 4 and second.metrics["step"] == 6
+    # The run's ledger bills the bucket for as long as the runs were metered (a local run's does not).
+    led = storage.read_json(f"s3://{bucket}/runs/on-s3/cost/ledger.json", endpoint_url=endpoint)
+    store = led["entries"]["storage/1"]
+    metered = sum(s["stop"] - s["start"] for s in led["sessions"])
+    assert store["instance_type"] == "object storage" and 0.5 * metered < store["seconds"] <= metered + 1e-6
+

@@ -24,7 +24,7 @@ import logging
 
 from vlv_ray.config import CostConfig
 from vlv_ray.cost.catalog import Catalog
-from vlv_ray.cost.model import hourly
+from vlv_ray.cost.model import hourly, storage_hourly
 from vlv_ray.cost.ledger import Entry, Ledger
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,16 @@ def describe(node: dict, stage: int, catalog: Catalog, cost: CostConfig) -> Entr
                  stage=stage, usd_per_hour=usd)
 
 
-class NodeMeter:
-    """Adds node-seconds to a ledger at each `observe(nodes, now)`."""
+STORAGE = "storage"  # the ledger entry of the run's object storage (node id and node type)
 
-    def __init__(self, ledger: Ledger, stage: int, catalog: Catalog, cost: CostConfig):
+
+class NodeMeter:
+    """Adds node-seconds to a ledger at each `observe(nodes, now)`; with `storage`, the run's
+    object storage too, at `model.storage_hourly` (what a quote adds for it)."""
+
+    def __init__(self, ledger: Ledger, stage: int, catalog: Catalog, cost: CostConfig, *, storage: bool = False):
         self.ledger, self.stage, self.catalog, self.cost = ledger, stage, catalog, cost
+        self.storage_usd_per_hour = storage_hourly(cost) if storage else 0.0
         self.alive: set[str] = set()  # nodes up at the previous poll
         self.last: float | None = None
 
@@ -81,4 +86,8 @@ class NodeMeter:
             else:
                 e = self.ledger.entries[f"{node_id}/{self.stage}"]
             e.seconds += share
+        if self.storage_usd_per_hour:
+            self.ledger.entry(STORAGE, self.stage, lambda: Entry(
+                node_id=STORAGE, node_type=STORAGE, instance_type="object storage", market="-", stage=self.stage,
+                usd_per_hour=self.storage_usd_per_hour)).seconds += dt
         self.alive, self.last = set(up), now

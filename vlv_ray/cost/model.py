@@ -179,6 +179,12 @@ def hourly(p: Price, market: str, cost: CostConfig) -> float | None:
     return p.usd_per_hour(market, cost.spot_price)
 
 
+def storage_hourly(cost: CostConfig) -> float:
+    """$/hour of the run's object storage (`cost.storage_gb` × $/GB-month over a 730-hour month).
+    Quotes add it over the wall time; the live ledger meters it while a run on object storage lives."""
+    return cost.storage_gb * cost.storage_usd_per_gb_month / 730.0
+
+
 def projected_usd(spent: float, step: int, max_steps: int, usd_per_step: float) -> float:
     """A run's total: what it has spent + the steps left × dollars per step (a quote: spent 0, step 0)."""
     return spent + max(0, max_steps - step) * usd_per_step
@@ -276,7 +282,7 @@ def quote(cfg: JobConfig, p: Price, market: str, cat: Catalog, got: Measured, *,
         head = min(heads, key=lambda h: (h.vcpus, h.on_demand_usd_per_hour), default=None)
         head_note = f" (none listed in {p.region}: {head.region}'s price)" if head else ""
     head_usd = wall * head.on_demand_usd_per_hour if head else 0.0
-    storage_usd = c.storage_gb * c.storage_usd_per_gb_month * wall / 730.0
+    storage_usd = storage_hourly(c) * wall
     gpu_usd = nodes * node_usd_h * wall
     total = gpu_usd + head_usd + storage_usd
     return Quote(cfg.name, p.cloud, p.region, p.instance_type, p.gpu_model, market,

@@ -37,7 +37,8 @@ class CostTracker:
         self.run_uri, self.kw, self.cost = run_uri, storage_kw, CostConfig(**cost)
         self.ledger = Ledger.load(run_uri, run, **storage_kw)
         self.ledger.sessions.append({"start": time.time(), "stop": None})
-        self.meter = NodeMeter(self.ledger, stage, catalog.load(self.cost.prices_csv), self.cost)
+        self.meter = NodeMeter(self.ledger, stage, catalog.load(self.cost.prices_csv), self.cost,
+                               storage=storage.on_object_store(run_uri))  # a local disk bills nothing
         self.lock, self.done = threading.Lock(), threading.Event()
         self._nodes = ray.nodes
         self._poll()

@@ -77,7 +77,7 @@ def prepare(opts: LaunchOptions) -> Plan:
     if spec.remote:
         for key, uri in (("storage_path", cfg.storage_path), ("data.uri", cfg.data.uri),
                          ("model.stage1", cfg.model.stage1 or "s3://")):
-            if "://" not in uri or uri.startswith("file://"):
+            if not storage.on_object_store(uri):
                 raise ConfigError(f"{opts.job}: {key}: got {uri!r}, a path on this machine; the cluster in "
                                   f"{opts.cluster} runs on {spec.provider}, whose nodes cannot reach it: expected "
                                   "an s3:// or gs:// URI")
