@@ -156,3 +156,19 @@ def test_budget_is_refused_for_a_miniature_world_sweep(capsys):
     assert main(["sweep", str(JOBS / "toy-sweep.yaml"), "--budget", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--budget: for sweeps of real jobs (kind: jobs)" in err[0]
+
+
+def test_only_a_missing_throughput_gets_the_throughput_hint():
+    """The cost model's other errors (here: an instance type the catalog lacks) are reported as
+    they are, not as a throughput to set."""
+    from vlv_ray.config import load_job
+    from vlv_ray.sweep import plan
+
+    tiny = ["cost.instance_type=g5.xlarge", "cost.market=on-demand"]
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", tiny), None, "stage2")
+    assert e.usd is None and e.where.startswith("no estimate (no measured figure for stage 1 in "), e.where
+    assert e.where.endswith("; set stage2.throughput, samples/s per GPU)"), e.where
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", ["cost.instance_type=nope"]), 40.0)
+    assert e.usd is None and "'nope' is not in the price catalog" in e.where and "throughput" not in e.where, e.where
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", tiny), 40.0)
+    assert e.usd > 0 and e.where == "2 × g5.xlarge on-demand"  # tiny.yaml: 2 workers

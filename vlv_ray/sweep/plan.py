@@ -162,18 +162,16 @@ def estimate(cfg: JobConfig, throughput: float | None, key: str = "stage1") -> E
     from vlv_ray.cost.catalog import CatalogError
 
     try:
-        e = est.estimate(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
-                         alternatives=0)
-    except CatalogError as err:  # estimate() names its arguments; the sweep file has a key
-        reason = str(err).partition("(samples/s per GPU): ")[2] or str(err)
-        return Estimate(where=f"no estimate ({reason}; set {key}.throughput, samples/s per GPU)")
-    row = e["instance"]
-    if row is None:
+        m = est.in_market(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
+                          market=cfg.cost.market, source=key)
+    except est.NoThroughput as err:  # the sweep file has a key for the figure estimate() lacks
+        return Estimate(where=f"no estimate ({err.reason}; set {key}.throughput, samples/s per GPU)")
+    except CatalogError as err:
+        return Estimate(where=f"no estimate ({err})")
+    if m is None:
         return Estimate(where="no estimate (no catalog row can run this job)")
-    spot = cfg.cost.market == "spot" and row["spot_usd"] is not None
-    return Estimate(row["spot_usd"] if spot else row["on_demand_usd"], row["gpu_hours"],
-                    row["spot_wall_hours"] if spot else row["wall_hours"],
-                    f"{row['nodes']} × {row['instance_type']} {'spot' if spot else 'on-demand'}")
+    return Estimate(m.usd, m.row["gpu_hours"], m.wall_hours,
+                    f"{m.row['nodes']} × {m.row['instance_type']} {m.market}")
 
 
 def total_usd(spec: JobsSweepConfig, pts: list[Point]) -> float | None:
