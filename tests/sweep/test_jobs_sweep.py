@@ -172,3 +172,24 @@ def test_only_a_missing_throughput_gets_the_throughput_hint():
     assert e.usd is None and "'nope' is not in the price catalog" in e.where and "throughput" not in e.where, e.where
     e = plan.estimate(load_job(JOBS / "tiny.yaml", tiny), 40.0)
     assert e.usd > 0 and e.where == "2 × g5.xlarge on-demand"  # tiny.yaml: 2 workers
+
+
+def test_a_sweep_stopped_before_its_workers_start_names_the_command_to_go_on(tiny_dataset, tmp_path, capsys,
+                                                                             monkeypatch):
+    """A signal before a point's workers start (or a second one) is `preempt.Interrupted`: one line
+    with the command that resumes the sweep, as `vlv-ray train` says it."""
+    import signal
+
+    from vlv_ray.cli import main
+    from vlv_ray.sweep import run
+    from vlv_ray.train import preempt
+
+    def interrupted(*a, **kw):
+        raise preempt.Interrupted(signal.SIGTERM, "before the workers started (nothing to checkpoint)")
+
+    monkeypatch.setattr(run, "run", interrupted)
+    path = _sweep_file(tmp_path, tiny_dataset)
+    assert main(["sweep", str(path), "--workdir", str(tmp_path / "out")]) == 128 + signal.SIGTERM
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"vlv-ray: stopped by SIGTERM before the workers started (nothing to checkpoint); run the same "
+                     f"command to go on: vlv-ray sweep {path} --workdir {tmp_path / 'out'} --yes"], lines
