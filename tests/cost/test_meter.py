@@ -42,3 +42,11 @@ def test_the_ledger_round_trips_through_storage_and_keeps_counting(tmp_path):
     NodeMeter(again, 2, catalog.load(), CostConfig(local_node_usd_per_hour=3600.0)).observe([node("a")], 100.0)
     assert again.total_usd == 3.0 and again.entries["a/2"].stage == 2  # a new driver starts at 0 s, then adds
     assert Ledger.load(str(tmp_path / "fresh"), "new").entries == {}
+
+
+def test_metered_seconds_sum_every_drivers_session():
+    """A closed session counts start to stop; one still open (its driver died, or runs) until the
+    ledger's last save."""
+    led = Ledger(run="r", updated_at=1000.0, sessions=[{"start": 10.0, "stop": 40.0}, {"start": 900.0, "stop": None}])
+    assert led.metered_s == 30.0 + 100.0
+    assert Ledger(run="r").metered_s == 0.0

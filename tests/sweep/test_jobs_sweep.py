@@ -71,6 +71,14 @@ def test_two_real_job_points_run_end_to_end_through_the_cli(ray_head, tiny_datas
     # Each point trained on its own subset: the run's job says so, and it did 2 and 4 steps.
     job = json.loads((Path(rows[0]["run"]) / "export" / "stage1" / "vlv.json").read_text())
     assert job["step"] == 2
+    # Run again (the resume path): both points are reused, and keep what they cost when they ran.
+    r = _vlv(["sweep", str(_sweep_file(tmp_path, tiny_dataset)), "--workdir", str(work), "--yes", "--json"],
+             _env(tmp_path, RAY_ADDRESS=ray_head.address), tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("finished before (export at step") == 2 and "[vlv-ray] cost: $" not in r.stdout
+    again = json.loads(r.stdout.strip().splitlines()[-1])
+    measured = ("wall_s", "worker_hours", "gpu_hours", "usd")
+    assert [[x[k] for k in measured] for x in again] == [[x[k] for k in measured] for x in rows]
 
 
 def test_a_subset_is_the_manifests_first_images_read_in_place(tiny_dataset):
