@@ -121,7 +121,7 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tiny_dataset, tmp_path, capsys):
         ({"kind": "real"}, "kind: got 'real', expected one of 'toy', 'jobs'", ""),
         ({"stage1": {"overrides": ["optim.lr=-1"]}}, "stage1: ", "optim.lr: got -1"),
         ({"images": []}, "images: got [], expected at least one count", ""),
-        ({"images": [3]}, "images: got 3, expected at least one batch per worker (1 × data.batch_size 4)", ""),
+        ({"images": [3]}, "images: got 3, expected at least one batch per worker (1 × data.batch_size 4 = 4)", ""),
         ({"stage2": {"job": "tiny-stage2.yaml"}}, "eval.clip: stage 2's caption metrics need a CLIP model", ""),
     ]
     for i, (extra, msg, more) in enumerate(cases):

@@ -79,6 +79,17 @@ def job_blocks(uri: str, manifest: dict, max_images: int | None) -> list:
                                f"{sum(b.rows for b in blocks)} images {uri}/manifest.json lists") from None
 
 
+def one_batch_per_worker(cfg: "JobConfig", rows: int) -> str | None:
+    """None when each of the job's workers gets at least one batch from `rows` images, else what
+    it needs (for the caller's message, which names its own key): a rank's part of an epoch is
+    rows // workers (data/order.py), and a part smaller than a batch ends the first epoch before
+    the first step (train/batches.py)."""
+    workers, batch = cfg.scaling.num_workers, cfg.data.batch_size
+    if rows // workers >= batch:
+        return None
+    return f"expected at least one batch per worker ({workers} × data.batch_size {batch} = {workers * batch})"
+
+
 def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int, epoch: int,
                   columns: list[str], latent_paths: list[str] | None = None) -> dict[str, np.ndarray]:
     """A `map_batches` function: plan items → the rows they name, in plan order.

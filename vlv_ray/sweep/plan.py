@@ -78,7 +78,7 @@ def run_name(job: JobConfig, spec: JobsSweepConfig, images: int) -> str:
 def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
     """Every point's jobs, validated; a data or held-out set that cannot serve them stops here."""
     from vlv_ray.data import shards
-    from vlv_ray.data.pipeline import job_blocks
+    from vlv_ray.data.pipeline import job_blocks, one_batch_per_worker
 
     base = _load(sweep_file, "stage1", spec.stage1, [])
     kw = base.storage.options
@@ -105,9 +105,8 @@ def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
         return out
     for n in sorted(spec.images):
         s1 = _load(sweep_file, "stage1", spec.stage1, [f"data.max_images={n}"])
-        if n // s1.scaling.num_workers < s1.data.batch_size:  # training would stop at its first epoch
-            raise ConfigError(f"{sweep_file}: images: got {n}, expected at least one batch per worker "
-                              f"({s1.scaling.num_workers} × data.batch_size {s1.data.batch_size})")
+        if need := one_batch_per_worker(s1, n):
+            raise ConfigError(f"{sweep_file}: images: got {n}, {need}")
         steps = s1.max_steps if spec.epochs is None else max(1, math.ceil(spec.epochs * n / s1.global_batch_size))
         s1 = _load(sweep_file, "stage1", spec.stage1,
                    [f"data.max_images={n}", f"max_steps={steps}", f"name={run_name(s1, spec, n)}"])

@@ -93,17 +93,12 @@ class Stages:
         its first step: a ValueError naming `images`, before anything is written. `paired` None:
         stage 1 only."""
         from vlv_ray.config import load_job
+        from vlv_ray.data.pipeline import one_batch_per_worker
 
         for n, job, overrides, what in ((images, self.stage1_job, self.stage1_overrides, "stage 1 trains on"),
                                         (paired, self.stage2_job, self.stage2_overrides, "stage 2 trains on")):
-            if n is None:
-                continue
-            cfg = load_job(job, overrides)
-            need = cfg.scaling.num_workers * cfg.data.batch_size
-            if n < need:
-                raise ValueError(f"images: got {images}, too few: {what} {n} of them, expected at least one batch "
-                                 f"per worker ({cfg.scaling.num_workers} × data.batch_size {cfg.data.batch_size} = "
-                                 f"{need})")
+            if n is not None and (need := one_batch_per_worker(load_job(job, overrides), n)):
+                raise ValueError(f"images: got {images}, too few: {what} {n} of them, {need}")
 
     def with_queries(self, queries: int | None) -> "Stages":
         """Both stages at `queries` caption-embedding positions (stage 2 takes the export's anyway)."""
