@@ -72,11 +72,11 @@ def job_blocks(uri: str, manifest: dict, max_images: int | None) -> list:
     from vlv_ray.data import order
 
     blocks = order.blocks_from_manifest(manifest)
-    try:
-        return order.first_rows(blocks, max_images)
-    except ValueError:
-        raise shards.DataError(f"data.max_images: got {max_images}, expected at most the "
-                               f"{sum(b.rows for b in blocks)} images {uri}/manifest.json lists") from None
+    total = sum(b.rows for b in blocks)
+    if max_images is not None and max_images > total:
+        raise shards.DataError(f"data.max_images: got {max_images}, expected at most the {total} images "
+                               f"{uri}/manifest.json lists")
+    return order.first_rows(blocks, max_images)
 
 
 def one_batch_per_worker(cfg: "JobConfig", rows: int) -> str | None:
@@ -103,9 +103,9 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
 
     out: dict[str, list] = {c: [] for c in columns}
     pos: list[np.ndarray] = []
-    stored_rows = batch.get("stored", batch["rows"])  # a limited dataset's last block uses its first rows only
+    # `stored`: the rows the group holds; `rows`: those it serves (a limited dataset's last block, fewer).
     for shard, group, block, rows, stored, start, stop, pos0 in zip(
-            batch["shard"], batch["group"], batch["block"], batch["rows"], stored_rows, batch["start"],
+            batch["shard"], batch["group"], batch["block"], batch["rows"], batch["stored"], batch["start"],
             batch["stop"], batch["pos"]):
         path = paths[int(shard)]
         table = storage.retry_reads(lambda: _read_block(fs, path, int(group), columns), path)
@@ -113,7 +113,7 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
             where = "file" if group < 0 else f"row group {group}"
             raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {stored}")
         take = row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)]
-        table = table.take(take)  # indices < rows: only the group's first `rows` rows are ever read
+        table = table.take(take)  # indices < rows: only the group's first `rows` rows are ever served
         for c in columns:
             out[c].append(table.column(c).to_numpy(zero_copy_only=False))
         if latent_paths is not None:
