@@ -108,8 +108,7 @@ def subset_point(spec: JobsSweepConfig, p: Point, work: Path, resume_hint: str =
         cap = _evaluate(spec, "caption", RunPaths.of(p.stage2).run, out / "caption", kw)
         row.update(caption_clip=_metric(cap, "clip_text_image"), caption_t2i_fid=_metric(cap, "caption_t2i_fid"),
                    stage2_loss=s2.get("loss"))
-    return {**row, **_measured([p.stage1] + ([p.stage2] if p.stage2 is not None else [])),
-            "steps": p.stage1.max_steps}
+    return {**row, **_measured([p.stage1] + ([p.stage2] if p.stage2 is not None else [])), "steps": p.steps}
 
 
 def images_seen_points(spec: JobsSweepConfig, pts: list[Point], resume_hint: str = "") -> list[dict]:
@@ -141,13 +140,17 @@ def images_seen_points(spec: JobsSweepConfig, pts: list[Point], resume_hint: str
     for p in pts:
         r = lines.get(p.images)
         if r is None:
-            rows.append({"images": p.images, "status": "failed", "error": error or f"{paths.eval_log}: no line "
-                         f"for {p.images} images seen"})
+            rows.append(_row(p, "failed", error=error or f"{paths.eval_log}: no line for {p.images} images seen"))
             continue
         # Wall time and hours are the whole run's: eval.jsonl records dollars so far, not hours.
-        rows.append({"images": p.images, "status": "ok", "steps": r["step"], "recon_fid": r["fid"],
-                     "usd": r.get("usd"), "run": paths.run, **(measured if p is pts[-1] else {})})
+        rows.append(_row(p, "ok", steps=r["step"], recon_fid=r["fid"], usd=r.get("usd"), run=paths.run,
+                         **(measured if p is pts[-1] else {})))
     return rows
+
+
+def _row(p: Point, status: str, **measured) -> dict:
+    """A point's row: what was measured, beside the cost model's estimate."""
+    return {"images": p.images, "status": status, **measured, "est_gpu_hours": p.gpu_hours, "est_usd": p.usd}
 
 
 def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path, resume_hint: str = "") -> list[dict]:
@@ -161,21 +164,19 @@ def run(spec: JobsSweepConfig, pts: list[Point], *, workdir: str | Path, resume_
     else:
         rows = []
         for i, p in enumerate(pts, 1):
-            _say(f"point {i}/{len(pts)}: the first {p.images:,} images, {p.stage1.max_steps} steps "
+            _say(f"point {i}/{len(pts)}: the first {p.images:,} images, {p.steps} steps "
                  f"({p.stage1.name})")
             t0 = time.time()
             try:
-                rows.append({"images": p.images, "status": "ok", **subset_point(spec, p, work, resume_hint)})
+                rows.append(_row(p, "ok", **subset_point(spec, p, work, resume_hint)))
                 r = rows[-1]
                 _say(f"point done: {p.images:,} images: reconstruction FID {r['recon_fid']:.4f}, "
                      f"${r['usd']:.4f}, {time.time() - t0:.0f}s")
             except launch.Stopped:
                 raise
             except Exception as e:  # a failed point is a row; the others still run
-                rows.append({"images": p.images, "status": "failed", "error": report.error_line(e)})
+                rows.append(_row(p, "failed", error=report.error_line(e)))
                 _say(f"point FAILED: {p.images:,} images: {rows[-1]['error']}")
-    for row, p in zip(sorted(rows, key=lambda r: r["images"]), pts):
-        row.update(est_gpu_hours=p.gpu_hours, est_usd=p.usd)
     rows.sort(key=lambda r: r["images"])
     paths = report.write(rows, work, f"{spec.name}: reconstruction FID ({spec.mode}, guidance {spec.eval.guidance[0]:g}, "
                                      f"{spec.eval.images} held-out images)")
