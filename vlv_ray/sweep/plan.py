@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlv_ray.config import ConfigError, JobConfig, JobsSweepConfig, JobsSweepStageConfig, load_job
-
-PACKAGED_JOBS = Path(__file__).resolve().parents[1] / "jobs"  # vlv_ray/jobs: any install, any directory
+from vlv_ray.paths import PACKAGED_JOBS
 
 
 def resolve_job(job: str, sweep_file: Path) -> Path:

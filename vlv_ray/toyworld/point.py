@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from vlv_ray.paths import PACKAGED_JOBS
 from vlv_ray.toyworld import evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"  # package data (vlv_ray/jobs): any install, any directory
 WORLD_SEED = 7  # the training images; the held-out images use reader.HELD_OUT_SEED
 
 Say = Callable[[str], None]
@@ -83,8 +83,8 @@ def runs_cost(runs: list[tuple[dict, float]]) -> dict[str, float]:
 class Stages:
     """The two job files of a point and the overrides each gets (beyond data, names, storage)."""
 
-    stage1_job: Path = JOBS / "toy-stage1.yaml"
-    stage2_job: Path = JOBS / "toy-stage2.yaml"
+    stage1_job: Path = PACKAGED_JOBS / "toy-stage1.yaml"
+    stage2_job: Path = PACKAGED_JOBS / "toy-stage2.yaml"
     stage1_overrides: list[str] = field(default_factory=list)
     stage2_overrides: list[str] = field(default_factory=list)
 
