@@ -1,4 +1,6 @@
 """Storage URIs: one module turns every URI into a pyarrow filesystem."""
+import time
+
 import pyarrow.fs as pafs
 import pytest
 
@@ -138,3 +140,14 @@ def test_retry_reads_repeats_transient_errors_only(capsys, monkeypatch):
     with pytest.raises(OSError, match="connection reset"):
         storage.retry_reads(broken, "s3://b/k", attempts=3)
     assert len(calls) == 3
+
+
+def test_a_storage_host_that_does_not_resolve_is_one_error_not_minutes_of_retries(monkeypatch):
+    """curl's own "could not resolve host" (an endpoint under .invalid never resolves): the SDK has
+    retried by then, so retry_reads stops at once (5 × ≈ 90 s before) with an error naming the URI."""
+    monkeypatch.setattr(storage, "S3_ATTEMPTS", 1)  # the SDK's own retries: ≈ 90 s at the default 10
+    t0 = time.time()
+    with pytest.raises(storage.StorageError, match=r"^s3://b/k: the storage host does not resolve"):
+        storage.read_bytes("s3://b/k", endpoint_url="http://nowhere.invalid:9000")
+    assert time.time() - t0 < 30
+

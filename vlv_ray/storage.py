@@ -94,11 +94,11 @@ def _s3(endpoint_url: str | None, region: str | None) -> S3:
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not endpoint:
-        return S3(None, "https", region)
+        return S3(None, "https", region, S3_ATTEMPTS)
     parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
     # http for a local MinIO/moto, https otherwise; S3-compatible stores ignore the region
     # but the SDK wants one.
-    return S3(parsed.netloc, parsed.scheme, region or "us-east-1")
+    return S3(parsed.netloc, parsed.scheme, region or "us-east-1", S3_ATTEMPTS)
 
 
 def join(uri: str, *parts: str) -> str:
@@ -121,6 +121,11 @@ PERMANENT_ERRNOS = (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errn
                     errno.ENAMETOOLONG, errno.ELOOP)
 
 
+# How the AWS SDK (curl) reports a host name that does not resolve. It has retried S3_ATTEMPTS
+# times with backoff by then (≈ 90 s); READ_ATTEMPTS more would make a typo wait 8 minutes.
+_UNRESOLVED = re.compile(r"curlCode: 6\b|Could not resolve host", re.IGNORECASE)
+
+
 def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -> T:
     """`fn()` (an idempotent read), again after a transient I/O error, with backoff.
 
@@ -137,6 +142,9 @@ def retry_reads(fn: Callable[[], T], what: str, attempts: int = READ_ATTEMPTS) -
         except OSError as e:
             if e.errno in PERMANENT_ERRNOS:  # as its own type (NotADirectoryError, …), at once
                 raise OSError(e.errno, os.strerror(e.errno), what) from None
+            if _UNRESOLVED.search(str(e)):  # the SDK tried for minutes already; no network or a wrong host
+                raise StorageError(f"{what}: the storage host does not resolve (no network, or a wrong endpoint "
+                                   "or bucket name)") from None
             if attempt == attempts:
                 raise
             delay = min(0.5 * 2 ** (attempt - 1), 8.0)

@@ -213,6 +213,10 @@ def test_malformed_manifest_is_a_one_line_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(shards.DataError, match="not valid JSON"):
         shards.load_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json").mkdir()  # something in its place that cannot be read (was a traceback)
+    with pytest.raises(shards.DataError, match=r"manifest\.json: cannot be read \(.*is a directory\)$"):
+        shards.load_manifest(str(tmp_path))
 
 
 def test_prepare_and_inspect_on_s3(tmp_path, s3_bucket, monkeypatch):

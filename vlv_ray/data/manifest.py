@@ -69,6 +69,9 @@ def load_manifest(uri: str, **kw) -> Manifest:
         raise DataError(f"{m_uri}: not found; run `vlv-ray data prepare` first") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{m_uri}: not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
+    except OSError as e:  # after storage's retries: a directory in its place, access denied, …
+        why = e.strerror or storage.redact(str(e)).splitlines()[0][:200]
+        raise DataError(f"{m_uri}: cannot be read ({why})") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{m_uri}: expected a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
