@@ -104,8 +104,10 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
     out: dict[str, list] = {c: [] for c in columns}
     pos: list[np.ndarray] = []
     # `stored`: the rows the group holds; `rows`: those it serves (a limited dataset's last block, fewer).
+    # The held-out items (eval/job.py held_out_items) are whole groups and carry no `stored`.
+    stored_rows = batch.get("stored", batch["rows"])
     for shard, group, block, rows, stored, start, stop, pos0 in zip(
-            batch["shard"], batch["group"], batch["block"], batch["rows"], batch["stored"], batch["start"],
+            batch["shard"], batch["group"], batch["block"], batch["rows"], stored_rows, batch["start"],
             batch["stop"], batch["pos"]):
         path = paths[int(shard)]
         table = storage.retry_reads(lambda: _read_block(fs, path, int(group), columns), path)
