@@ -133,7 +133,7 @@ def test_a_storage_path_under_a_regular_file_is_not_retried(tmp_path):
     (tmp_path / "file").write_text("")
     data = tmp_path / "data"
     from vlv_ray.data import shards, synthetic
-    synthetic.write_images(tmp_path / "img", n=2, seed=1)
+    synthetic.write_images(tmp_path / "img", n=8, seed=1)  # one batch per worker: tiny.yaml's 2 × 4
     shards.prepare(str(tmp_path / "img"), str(data), progress=False)
     r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", JOBS / "tiny.yaml", f"data.uri={data}",
                         f"storage_path={tmp_path / 'file' / 'runs'}"], cwd=REPO, capture_output=True, text=True,
