@@ -118,3 +118,49 @@ def keys_seen(path: Path, rank: int | None = None) -> list[str]:
     """Every key trained on, in trace order (optionally one rank's only)."""
     return [k for line in path.read_text().splitlines()
             if rank is None or int(line.split()[0]) == rank for k in line.split()[2].split(",")]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, by parent id: the autoscaler starts fake nodes from a thread,
+    so they are not in /proc/<pid>/task/<pid>/children."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def fake_raylets(head_pid: int, node_id: str | None = None) -> list[int]:
+    """The raylets of the fake nodes below a head started with Ray's fake multi-node provider
+    (or of the one node `node_id`): the autoscaler starts each with its node id in its environment."""
+    var = b"RAY_OVERRIDE_NODE_ID_FOR_TESTING="
+    out = []
+    for pid in descendants(head_pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"/raylet/raylet" in cmd and any(e == var + node_id.encode() if node_id else e.startswith(var)
+                                             for e in environ):
+            out.append(pid)
+    return out
+
+
+def preempt(raylet: int) -> None:
+    """A spot preemption of a fake node: its raylet and every process on it die at once."""
+    for pid in [raylet, *descendants(raylet)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+

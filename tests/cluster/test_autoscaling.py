@@ -22,7 +22,7 @@ import yaml
 
 from conftest import _wait_port, free_port, stop_process_tree
 
-from helpers import REPO, own_port_flags  # noqa: E402
+from helpers import REPO, descendants, fake_raylets, own_port_flags, preempt  # noqa: E402
 GPU_TYPES = ("gpu_l40s_x1_spot", "gpu_l40s_x2_spot")
 
 
@@ -86,38 +86,6 @@ def nodes(dashboard: str) -> list:
     return list_nodes(address=dashboard, detail=True, raise_on_missing_output=False)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, by parent id: the autoscaler starts fake nodes from a thread,
-    so they are not in /proc/<pid>/task/<pid>/children."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(stat.parent.name)] = int(fields[1])
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        todo += kids
-    return out
-
-
-def raylet_of(head_pid: int, node_id: str) -> int:
-    """The fake node's raylet: the autoscaler starts it with the node id in its environment."""
-    for pid in descendants(head_pid):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode() in environ and b"/raylet/raylet" in cmd:
-            return pid
-    raise AssertionError(f"no raylet for node {node_id}")
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(1800)  # two node starts and two worker-group starts: minutes on a shared 2-core machine
 def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_them(fake_cluster, state_api_auth, tiny_dataset,
@@ -145,9 +113,8 @@ def test_autoscaler_launches_replaces_and_removes_nodes_and_the_ledger_counts_th
         (first,) = [n for n in nodes(fake_cluster["dashboard"])
                     if n.state == "ALIVE" and n.labels.get("vlv-ray/node-type") in GPU_TYPES]
         # The preemption: the node's raylet and every process on it (the training worker too) die at once.
-        raylet = raylet_of(fake_cluster["proc"].pid, first.node_id)
-        for pid in [raylet, *descendants(raylet)]:
-            os.kill(pid, signal.SIGKILL)
+        (raylet,) = fake_raylets(fake_cluster["proc"].pid, first.node_id)
+        preempt(raylet)
         assert train.wait(900) == 0, "".join(lines[-60:])
     finally:
         if train.poll() is None:

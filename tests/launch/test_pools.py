@@ -18,14 +18,14 @@ def test_pools_fit_the_job_spot_first_and_on_demand_only_when_allowed(monkeypatc
     gcp = ClusterSpec(REPO / "cluster" / "gcp-spot.yaml")
     cat = catalog.load()
     l4 = {"CPU": 4.0, "GPU": 1, "accelerator_type:L4": 0.001}
-    assert [p.node_type for p in gcp.pools(l4, allow_on_demand=False, catalog=cat)] == [
+    assert [p.node_type for p in gcp.pools(l4, allow_on_demand=False, catalog=cat, cost=CostConfig())] == [
         "gpu_l4_x1_spot", "gpu_l4_x1_small_spot"]  # the A100 pool cannot serve an L4 job
-    both = gcp.pools(l4, allow_on_demand=True, catalog=cat)
+    both = gcp.pools(l4, allow_on_demand=True, catalog=cat, cost=CostConfig())
     assert [(p.node_type, p.market) for p in both][2:] == [("gpu_l4_x1_on_demand", "on-demand"),
                                                              ("gpu_l4_x1_small_on_demand", "on-demand")]
     assert both[2].usd_per_hour == cat.lookup("g2-standard-8", "us-central1").on_demand_usd_per_hour
     with pytest.raises(ConfigError, match="no worker type offers"):
-        gcp.pools({"CPU": 64.0}, allow_on_demand=True, catalog=cat)
+        gcp.pools({"CPU": 64.0}, allow_on_demand=True, catalog=cat, cost=CostConfig())
 
     cfg = gcp.with_pool("gpu_l4_x1_on_demand")
     types = cfg["available_node_types"]
@@ -43,11 +43,11 @@ def test_pools_are_priced_at_the_jobs_spot_statistic_as_the_ledger_meters_them()
 
     spec, cat = ClusterSpec(REPO / "cluster" / "local-fake.yaml"), catalog.load()
     for stat in ("min", "median", "max"):
-        for p in spec.pools(L40S, allow_on_demand=True, catalog=cat, spot_price=stat):
+        for p in spec.pools(L40S, allow_on_demand=True, catalog=cat, cost=CostConfig(spot_price=stat)):
             price = cat.lookup(p.instance_type, spec.region)
             assert p.usd_per_hour == model.hourly(price, p.market, CostConfig(spot_price=stat)), (stat, p)
     def spot(stat: str) -> list[float]:
-        return [p.usd_per_hour for p in spec.pools(L40S, allow_on_demand=False, catalog=cat, spot_price=stat)]
+        return [p.usd_per_hour for p in spec.pools(L40S, allow_on_demand=False, catalog=cat, cost=CostConfig(spot_price=stat))]
 
     assert spot("min") < spot("max")  # the catalog's zones differ, so the choice shows
 
@@ -55,7 +55,7 @@ def test_pools_are_priced_at_the_jobs_spot_statistic_as_the_ledger_meters_them()
 def test_the_capacity_clock_runs_only_while_work_waits_and_no_node_of_the_pool_joined(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     spec = ClusterSpec(REPO / "cluster" / "local-fake.yaml")
-    pools = spec.pools(L40S, allow_on_demand=False, catalog=catalog.load())
+    pools = spec.pools(L40S, allow_on_demand=False, catalog=catalog.load(), cost=CostConfig())
     state = LaunchState(name="t", job="j", overrides=[], cluster="c", backend="local", provider="fake_multinode",
                         pool=pools[0].node_type, pool_since=100.0)
     watch = ClusterWatch(state, pools, CostConfig(), 1, capacity_wait_s=30)

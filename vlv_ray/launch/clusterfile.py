@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from vlv_ray.config import ConfigError
+from vlv_ray.config import ConfigError, CostConfig
 from vlv_ray.cost.meter import INSTANCE, MARKET, NODE_TYPE
 
 REGION = "vlv-ray/region"  # the label `cost plan --write-cluster` sets; the live ledger prices by it
@@ -120,10 +120,11 @@ class ClusterSpec:
     def head_labels(self) -> dict[str, str]:
         return dict(self.config["available_node_types"][self.head_type].get("labels") or {})
 
-    def pools(self, need: dict[str, float], *, allow_on_demand: bool, catalog,
-              spot_price: str = "median") -> list[Pool]:
+    def pools(self, need: dict[str, float], *, allow_on_demand: bool, catalog, cost: CostConfig) -> list[Pool]:
         """The worker types whose resources fit one training worker (`need`), in launch order, each
-        priced as the ledger meters it (spot at the job's `cost.spot_price` statistic)."""
+        priced as the ledger meters it (`cost.model.hourly`: spot at the job's `cost.spot_price`)."""
+        from vlv_ray.cost import model
+
         fits = {t: s for t, s in self.worker_types.items()
                 if all((s.get("resources") or {}).get(k, 0) >= v for k, v in need.items())}
         if not fits:
@@ -134,7 +135,7 @@ class ClusterSpec:
             labels = spec.get("labels") or {}
             instance, market = labels.get(INSTANCE, t), labels.get(MARKET, "on-demand")
             price = catalog.lookup(instance, labels.get(REGION) or self.region)
-            return Pool(t, instance, market, price.usd_per_hour(market, spot_price) if price else None, generated)
+            return Pool(t, instance, market, model.hourly(price, market, cost) if price else None, generated)
 
         spot = [pool(t, s) for t, s in fits.items() if (s.get("labels") or {}).get(MARKET) == "spot"]
         on_demand = [pool(t, s) for t, s in fits.items() if (s.get("labels") or {}).get(MARKET) != "spot"]

@@ -15,11 +15,13 @@ after an interruption picks up where it stopped: it never starts a second cluste
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig, load_job
@@ -84,7 +86,7 @@ def prepare(opts: LaunchOptions) -> Plan:
             raise ConfigError(f"{opts.cluster}: provider {spec.provider}: {missing}")
     _submittable(opts.job)
     pools = spec.pools(worker_need(cfg), allow_on_demand=opts.allow_on_demand,
-                       catalog=catalog_mod.load(cfg.cost.prices_csv), spot_price=cfg.cost.spot_price)
+                       catalog=catalog_mod.load(cfg.cost.prices_csv), cost=cfg.cost)
     state = LaunchState(name=cfg.name, job=str(Path(opts.job).resolve()), overrides=list(opts.overrides),
                         cluster=str(Path(opts.cluster).resolve()), backend="cloud" if spec.remote else "local",
                         provider=spec.provider, budget_usd=opts.budget_usd, keep=opts.keep,
@@ -240,11 +242,12 @@ def _drive(plan: Plan, opts: LaunchOptions, attach: bool) -> int:
         _stop_job(state)
         raise
     finally:
+        with _stop_signals_ignored():  # copying the exports and the teardown are not to be cut short
+            state.ended = ended
+            state.save()
+            _end(plan, be, watch, ended)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        state.ended = ended
-        state.save()
-        _end(plan, be, watch, ended)
     return EXIT.get(ended, 1)
 
 
@@ -254,6 +257,21 @@ class _Ended(Exception):
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """A half-done teardown is the expensive outcome (a cluster billing with nobody watching it):
+    while exports are copied and the cluster goes down, Ctrl-C, `kill` and a closed terminal wait."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop_signals() -> dict:
@@ -324,10 +342,9 @@ def _end(plan: Plan, be, watch: ClusterWatch, ended: str) -> None:
 
 
 def teardown(state: LaunchState, be, watch: ClusterWatch | None) -> None:
-    """Down the cluster, ignoring further Ctrl-C: a half-done teardown is the expensive outcome."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        print(f"[launch] tearing down {state.name} (Ctrl-C is ignored until it is down)", flush=True)
+    """Down the cluster; Ctrl-C, `kill` and a closed terminal wait until it is down."""
+    with _stop_signals_ignored():
+        print(f"[launch] tearing down {state.name} (Ctrl-C and kill wait until it is down)", flush=True)
         state.status = "tearing-down"
         state.save()
         if watch is not None and state.dashboard:
@@ -342,8 +359,6 @@ def teardown(state: LaunchState, be, watch: ClusterWatch | None) -> None:
             total = watch.finish(state.down_at)
             print(f"[launch] {state.name} is down; the cluster cost ${total:.4f} from `up` to teardown "
                   f"(ledger: {state.sibling('.ledger.json')})", flush=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def status_rows() -> list[dict]:
