@@ -90,6 +90,15 @@ def test_train_with_missing_dataset_is_one_line(tmp_path):
     assert_one_line_error(r, "manifest.json")
 
 
+def test_train_on_fewer_images_than_a_batch_per_worker_is_one_line_before_any_work(tiny_dataset, tmp_path):
+    """Its first epoch would end before its first step: said up front (it was a RuntimeError minutes in)."""
+    r = vlv("train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", "data.max_images=7", f"storage_path={tmp_path}")
+    assert r.returncode == 2
+    assert_one_line_error(r, "data.max_images: got 7 images, expected at least one batch per worker "
+                             "(2 × data.batch_size 4 = 8); lower data.batch_size or use fewer workers")
+    assert not (tmp_path / "tiny").exists()  # no lease taken, nothing written
+
+
 def test_a_binary_file_or_a_directory_as_the_job_file(tmp_path):
     png = tmp_path / "photo.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
@@ -124,7 +133,7 @@ def test_a_storage_path_under_a_regular_file_is_not_retried(tmp_path):
     (tmp_path / "file").write_text("")
     data = tmp_path / "data"
     from vlv_ray.data import shards, synthetic
-    synthetic.write_images(tmp_path / "img", n=2, seed=1)
+    synthetic.write_images(tmp_path / "img", n=8, seed=1)  # one batch per worker: tiny.yaml's 2 × 4
     shards.prepare(str(tmp_path / "img"), str(data), progress=False)
     r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", JOBS / "tiny.yaml", f"data.uri={data}",
                         f"storage_path={tmp_path / 'file' / 'runs'}"], cwd=REPO, capture_output=True, text=True,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from vlv_ray import storage as _storage
 
+PACKAGED_JOBS = Path(__file__).resolve().parent / "jobs"  # vlv_ray/jobs, package data: any install, any directory
+
 
 def absolutize(uri: str) -> str:
     """Local relative paths become absolute: Ray workers do not share the driver's cwd."""

@@ -63,3 +63,10 @@ def test_a_run_on_object_storage_meters_its_storage_as_the_quote_prices_it():
         else:
             assert "storage/1" not in led.entries and led.total_usd == 0.0
 
+
+def test_metered_seconds_sum_every_drivers_session():
+    """A closed session counts start to stop; one still open (its driver died, or runs) until the
+    ledger's last save."""
+    led = Ledger(run="r", updated_at=1000.0, sessions=[{"start": 10.0, "stop": 40.0}, {"start": 900.0, "stop": None}])
+    assert led.metered_s == 30.0 + 100.0
+    assert Ledger(run="r").metered_s == 0.0

@@ -81,5 +81,10 @@ def test_first_rows_keeps_the_manifests_first_rows_in_place():
     served = [(s.block, int(order.row_permutation(0, 0, s.block, six[s.block].rows)[i]))
               for s in order.rank_segments(six, 0, {"epoch": 0}, 1, 0) for i in range(s.start, s.stop)]
     assert sorted(served) == [(0, r) for r in range(4)] + [(1, r) for r in range(2)]
-    with pytest.raises(ValueError, match=f"max_images: got {TOTAL + 1}, expected at most the {TOTAL} images"):
-        order.first_rows(BLOCKS, TOTAL + 1)
+    from vlv_ray.data.pipeline import job_blocks
+    from vlv_ray.data.shards import DataError
+
+    assert job_blocks("s3://b/ds", MANIFEST, 11) == order.first_rows(BLOCKS, 11)
+    with pytest.raises(DataError, match=rf"^data.max_images: got {TOTAL + 1}, expected at most the {TOTAL} images "
+                                        "s3://b/ds/manifest.json lists$"):
+        job_blocks("s3://b/ds", MANIFEST, TOTAL + 1)

@@ -71,6 +71,14 @@ def test_two_real_job_points_run_end_to_end_through_the_cli(ray_head, tiny_datas
     # Each point trained on its own subset: the run's job says so, and it did 2 and 4 steps.
     job = json.loads((Path(rows[0]["run"]) / "export" / "stage1" / "vlv.json").read_text())
     assert job["step"] == 2
+    # Run again (the resume path): both points are reused, and keep what they cost when they ran.
+    r = _vlv(["sweep", str(_sweep_file(tmp_path, tiny_dataset)), "--workdir", str(work), "--yes", "--json"],
+             _env(tmp_path, RAY_ADDRESS=ray_head.address), tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("finished before (export at step") == 2 and "[vlv-ray] cost: $" not in r.stdout
+    again = json.loads(r.stdout.strip().splitlines()[-1])
+    measured = ("wall_s", "worker_hours", "gpu_hours", "usd")
+    assert [[x[k] for k in measured] for x in again] == [[x[k] for k in measured] for x in rows]
 
 
 def test_a_subset_is_the_manifests_first_images_read_in_place(tiny_dataset):
@@ -113,7 +121,7 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tiny_dataset, tmp_path, capsys):
         ({"kind": "real"}, "kind: got 'real', expected one of 'toy', 'jobs'", ""),
         ({"stage1": {"overrides": ["optim.lr=-1"]}}, "stage1: ", "optim.lr: got -1"),
         ({"images": []}, "images: got [], expected at least one count", ""),
-        ({"images": [3]}, "images: got 3, expected at least one batch per worker (1 × data.batch_size 4)", ""),
+        ({"images": [3]}, "images: got 3, expected at least one batch per worker (1 × data.batch_size 4 = 4)", ""),
         ({"stage2": {"job": "tiny-stage2.yaml"}}, "eval.clip: stage 2's caption metrics need a CLIP model", ""),
     ]
     for i, (extra, msg, more) in enumerate(cases):
@@ -156,3 +164,40 @@ def test_budget_is_refused_for_a_miniature_world_sweep(capsys):
     assert main(["sweep", str(JOBS / "toy-sweep.yaml"), "--budget", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--budget: for sweeps of real jobs (kind: jobs)" in err[0]
+
+
+def test_only_a_missing_throughput_gets_the_throughput_hint():
+    """The cost model's other errors (here: an instance type the catalog lacks) are reported as
+    they are, not as a throughput to set."""
+    from vlv_ray.config import load_job
+    from vlv_ray.sweep import plan
+
+    tiny = ["cost.instance_type=g5.xlarge", "cost.market=on-demand"]
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", tiny), None, "stage2")
+    assert e.usd is None and e.where.startswith("no estimate (no measured figure for stage 1 in "), e.where
+    assert e.where.endswith("; set stage2.throughput, samples/s per GPU)"), e.where
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", ["cost.instance_type=nope"]), 40.0)
+    assert e.usd is None and "'nope' is not in the price catalog" in e.where and "throughput" not in e.where, e.where
+    e = plan.estimate(load_job(JOBS / "tiny.yaml", tiny), 40.0)
+    assert e.usd > 0 and e.where == "2 × g5.xlarge on-demand"  # tiny.yaml: 2 workers
+
+
+def test_a_sweep_stopped_before_its_workers_start_names_the_command_to_go_on(tiny_dataset, tmp_path, capsys,
+                                                                             monkeypatch):
+    """A signal before a point's workers start (or a second one) is `preempt.Interrupted`: one line
+    with the command that resumes the sweep, as `vlv-ray train` says it."""
+    import signal
+
+    from vlv_ray.cli import main
+    from vlv_ray.sweep import run
+    from vlv_ray.train import preempt
+
+    def interrupted(*a, **kw):
+        raise preempt.Interrupted(signal.SIGTERM, "before the workers started (nothing to checkpoint)")
+
+    monkeypatch.setattr(run, "run", interrupted)
+    path = _sweep_file(tmp_path, tiny_dataset)
+    assert main(["sweep", str(path), "--workdir", str(tmp_path / "out")]) == 128 + signal.SIGTERM
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"vlv-ray: stopped by SIGTERM before the workers started (nothing to checkpoint); run the same "
+                     f"command to go on: vlv-ray sweep {path} --workdir {tmp_path / 'out'} --yes"], lines

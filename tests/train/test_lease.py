@@ -121,7 +121,7 @@ def test_taking_over_a_hung_holder_deletes_none_of_its_files_and_fences_it(ray_h
         time.sleep(4)
         # The newcomer takes over, resumes from step 4, then stops at the placement check.
         r = subprocess.run([sys.executable, "-m", "vlv_ray.cli", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}",
-                            "name=hung", "scaling.num_workers=64", "scaling.placement_timeout_s=1",
+                            "name=hung", "scaling.num_workers=16", "scaling.placement_timeout_s=1",
                             "checkpoint.lease_timeout_s=3"],
                            cwd=REPO, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ray_head.address})

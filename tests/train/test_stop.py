@@ -66,17 +66,18 @@ def test_a_signal_to_a_driver_checkpoints_every_rank_and_says_how_to_resume(sig,
 def test_a_signal_before_the_workers_start_ends_with_one_line_and_releases_the_lease(ray_head, tiny_dataset, tmp_path):
     """SIGTERM (`ray job stop`, a scheduler) while the driver still prepares: it used to die the
     default way, silently, leaving its lease for the next driver to wait out. Here the driver
-    waits for 64 workers the cluster cannot place, so the workers never start."""
+    waits for 16 workers the cluster cannot place (64 rows: one batch of 4 each), so the workers
+    never start."""
     runs, out, err = tmp_path / "runs", tmp_path / "out.log", tmp_path / "err.log"
     args = ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}", "name=early",
-            "scaling.num_workers=64", "scaling.placement_timeout_s=300"]
+            "scaling.num_workers=16", "scaling.placement_timeout_s=300"]
     lease = runs / "early" / "_LEASE.json"
     with out.open("w") as o, err.open("w") as e:
         proc = subprocess.Popen(args, cwd=REPO, env=user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address),
                                 stdout=o, stderr=e)
     try:
         deadline = time.time() + 120
-        while "[vlv-ray] waiting up to 300 s (scaling.placement_timeout_s) for room for 64 workers" not in \
+        while "[vlv-ray] waiting up to 300 s (scaling.placement_timeout_s) for room for 16 workers" not in \
                 out.read_text():
             assert proc.poll() is None and time.time() < deadline, err.read_text()[-3000:]
             time.sleep(0.1)

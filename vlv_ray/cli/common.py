@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import sys
 from typing import Iterator
 
 
@@ -37,6 +38,19 @@ def in_flags(**flags: str) -> Iterator[None]:
         if msg == str(e):
             raise
         raise UserError(msg) from None
+
+
+def stopped(e: BaseException, again: str) -> int:
+    """A run a signal stopped: `launch.Stopped` (every rank checkpointed; its message names the
+    command to resume with) or `preempt.Interrupted` (before the workers started, or a second
+    signal). Its one line on stderr, with `again` (the command to run to go on); its exit code."""
+    from vlv_ray.train import launch
+
+    if isinstance(e, launch.Stopped):
+        print(f"vlv-ray: {e}", file=sys.stderr)
+    else:
+        print(f"vlv-ray: stopped by {e.signame} {e.when}; run the same command to go on: {again}", file=sys.stderr)
+    return e.exit_code
 
 
 def command_group(sub, name: str, help: str):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 from vlv_ray.toyworld import DEMO_IMAGES, DEMO_SEEDS, DEMO_STAGE2_STEPS
@@ -106,15 +105,15 @@ def cmd_sweep_jobs(args, spec) -> int:
     print(plan.format_estimates(pts, spec.mode, total), flush=True)
     with in_flags(budget_usd="--budget", yes="--yes"):
         plan.check_budget(total, args.budget, args.yes)
-    from vlv_ray.train import launch
+    from vlv_ray.cli.common import stopped
+    from vlv_ray.train import launch, preempt
 
     again = shlex.join(["vlv-ray", "sweep", args.job, *(["--images", args.images] if args.images else []),
                         "--workdir", args.workdir, "--yes"])
     try:
         rows = run.run(spec, pts, workdir=args.workdir, resume_hint=again)
-    except launch.Stopped as e:  # SIGTERM/SIGINT: the running point checkpointed; finished points are kept
-        print(f"vlv-ray: {e}", file=sys.stderr)
-        return e.exit_code
+    except (launch.Stopped, preempt.Interrupted) as e:  # SIGTERM/SIGINT: finished points are kept
+        return stopped(e, again)
     if args.json:
         import ray
 

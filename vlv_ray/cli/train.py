@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from vlv_ray.cli.common import in_flags, job_args
+from vlv_ray.cli.common import in_flags, job_args, stopped
 
 
 def add_parsers(sub) -> None:
@@ -33,12 +33,8 @@ def cmd_train(args) -> int:
         with in_flags(allow_changes="--allow-changes"):
             result = launch.run(cfg, paths=paths, local=args.local, allow_changes=args.allow_changes,
                                 resume_hint=again)
-    except launch.Stopped as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C): every rank checkpointed
-        print(f"vlv-ray: {e}", file=sys.stderr)
-        return e.exit_code
-    except preempt.Interrupted as e:  # before the workers started, or a second signal
-        print(f"vlv-ray: stopped by {e.signame} {e.when}; run the same command to go on: {again}", file=sys.stderr)
-        return e.exit_code
+    except (launch.Stopped, preempt.Interrupted) as e:  # SIGTERM/SIGINT (`ray job stop`, Ctrl-C)
+        return stopped(e, again)
     return _report_result(result, paths)
 
 

@@ -94,7 +94,6 @@ class JobsSweepConfig:
     caption` when `stage2.job` is set); `mode: images_seen`: one stage-1 run measured at each
     image count by `logging.eval_every_images`, its `eval.jsonl` lines the points."""
 
-    kind: Literal["jobs"] = "jobs"
     name: str = "sweep"
     mode: Literal["subsets", "images_seen"] = "subsets"
     stage1: JobsSweepStageConfig = field(default_factory=JobsSweepStageConfig)

@@ -17,6 +17,15 @@ from vlv_ray.cost.catalog import Catalog, CatalogError, Price
 from vlv_ray.cost.model import RESULTS, gpu_model  # noqa: F401 (the command's defaults)
 
 
+class NoThroughput(CatalogError):
+    """No samples/s per GPU to price with: none measured for the stage, none given (`reason` says
+    which stage and where it looked)."""
+
+    def __init__(self, stage: int, results):
+        self.reason = f"no measured figure for stage {stage} in {results}"
+        super().__init__(f"throughput: required (samples/s per GPU): {self.reason}")
+
+
 @dataclass
 class Row:
     instance_type: str
@@ -61,8 +70,7 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
     """The job's instance type (or the cheapest) and the cheapest alternatives (`source`: the job file)."""
     got = model.measured_job(cfg, results)
     if throughput is None and not got.throughput:
-        raise CatalogError("throughput: required (samples/s per GPU): no measured figure for stage "
-                           f"{cfg.stage} in {results}")
+        raise NoThroughput(cfg.stage, results)
     instance = instance or cfg.cost.instance_type
     chosen_price = cat.lookup(instance, cfg.cost.region) if instance else None
     if instance and chosen_price is None:
@@ -108,6 +116,30 @@ def estimate(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance
                             "gradient all-reduce per optimizer step not overlapped with compute",
                             f"memory, {model.memory_basis(cfg.stage, got)}",
                             "* = throughput estimated from a measured GPU by peak and bandwidth (model.py)"]}
+
+
+@dataclass
+class InMarket:
+    """The job's estimate in one market: spot where asked and the row has a spot price, else on-demand."""
+
+    row: dict  # `estimate`'s row for the instance (nodes, instance_type, gpu_hours, head_usd, …)
+    samples: int
+    market: str  # the market priced: "spot" or "on-demand"
+    usd: float | None  # None: the catalog has no such price
+    wall_hours: float
+
+
+def in_market(cfg: JobConfig, cat: Catalog, *, throughput: float | None, instance: str | None,
+              market: str, source: str = "job") -> InMarket | None:
+    """`estimate`'s figure for `instance` (else cost.instance_type, else the cheapest) in `market`, as
+    the sweep and `launch` price a job; None: no catalog row can run it. Raises `estimate`'s errors."""
+    e = estimate(cfg, cat, throughput=throughput, instance=instance, alternatives=0, source=source)
+    row = e["instance"]
+    if row is None:
+        return None
+    if market == "spot" and row["spot_usd"] is not None:
+        return InMarket(row, e["samples"], "spot", row["spot_usd"], row["spot_wall_hours"])
+    return InMarket(row, e["samples"], "on-demand", row["on_demand_usd"], row["wall_hours"])
 
 
 def format_estimate(e: dict) -> str:

@@ -55,6 +55,12 @@ class Ledger:
     def total_usd(self) -> float:
         return sum(e.usd for e in self.entries.values())
 
+    @property
+    def metered_s(self) -> float:
+        """Seconds the run's drivers metered, every session summed (a resumed run's too); a session
+        whose driver died before closing it counts until the ledger's last save."""
+        return sum(max(0.0, (s["stop"] or self.updated_at) - s["start"]) for s in self.sessions)
+
     def breakdown(self) -> list[dict[str, Any]]:
         groups: dict[tuple, dict[str, Any]] = {}
         for e in self.entries.values():

@@ -22,10 +22,10 @@ from vlv_ray.cost.catalog import CatalogError
 from vlv_ray.cost.tracker import actor_name
 
 
-def model_verdict(cfg: JobConfig, guard: BudgetGuard, spent: float, step: int, **quote_kw) -> Verdict | None:
+def model_verdict(cfg: JobConfig, guard: BudgetGuard, spent: float, step: int) -> Verdict | None:
     """The guard on the model's $/step for the job's instance; None where the model has no quote."""
     try:
-        q = model.quote_job(cfg, **quote_kw)
+        q = model.quote_job(cfg)
     except CatalogError:  # advisory: an unreadable results/prices file is `cost estimate`'s to report
         return None
     if isinstance(q, str):

@@ -36,6 +36,8 @@ class CostTracker:
 
         self.run_uri, self.kw, self.cost = run_uri, storage_kw, CostConfig(**cost)
         self.ledger = Ledger.load(run_uri, run, **storage_kw)
+        if self.ledger.sessions and self.ledger.sessions[-1]["stop"] is None:  # its driver died: it metered
+            self.ledger.sessions[-1]["stop"] = self.ledger.updated_at  # until its last save
         self.ledger.sessions.append({"start": time.time(), "stop": None})
         self.meter = NodeMeter(self.ledger, stage, catalog.load(self.cost.prices_csv), self.cost,
                                storage=storage.on_object_store(run_uri))  # a local disk bills nothing

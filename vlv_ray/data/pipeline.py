@@ -72,11 +72,22 @@ def job_blocks(uri: str, manifest: dict, max_images: int | None) -> list:
     from vlv_ray.data import order
 
     blocks = order.blocks_from_manifest(manifest)
-    try:
-        return order.first_rows(blocks, max_images)
-    except ValueError:
-        raise shards.DataError(f"data.max_images: got {max_images}, expected at most the "
-                               f"{sum(b.rows for b in blocks)} images {uri}/manifest.json lists") from None
+    total = sum(b.rows for b in blocks)
+    if max_images is not None and max_images > total:
+        raise shards.DataError(f"data.max_images: got {max_images}, expected at most the {total} images "
+                               f"{uri}/manifest.json lists")
+    return order.first_rows(blocks, max_images)
+
+
+def one_batch_per_worker(cfg: "JobConfig", rows: int) -> str | None:
+    """None when each of the job's workers gets at least one batch from `rows` images, else what
+    it needs (for the caller's message, which names its own key): a rank's part of an epoch is
+    rows // workers (data/order.py), and a part smaller than a batch ends the first epoch before
+    the first step (train/batches.py)."""
+    workers, batch = cfg.scaling.num_workers, cfg.data.batch_size
+    if rows // workers >= batch:
+        return None
+    return f"expected at least one batch per worker ({workers} × data.batch_size {batch} = {workers * batch})"
 
 
 def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int, epoch: int,
@@ -92,7 +103,9 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
 
     out: dict[str, list] = {c: [] for c in columns}
     pos: list[np.ndarray] = []
-    stored_rows = batch.get("stored", batch["rows"])  # a limited dataset's last block uses its first rows only
+    # `stored`: the rows the group holds; `rows`: those it serves (a limited dataset's last block, fewer).
+    # The held-out items (eval/job.py held_out_items) are whole groups and carry no `stored`.
+    stored_rows = batch.get("stored", batch["rows"])
     for shard, group, block, rows, stored, start, stop, pos0 in zip(
             batch["shard"], batch["group"], batch["block"], batch["rows"], stored_rows, batch["start"],
             batch["stop"], batch["pos"]):
@@ -102,7 +115,7 @@ def read_segments(batch: dict[str, np.ndarray], fs, paths: list[str], seed: int,
             where = "file" if group < 0 else f"row group {group}"
             raise shards.DataError(f"{path}: {where} has {table.num_rows} rows, the manifest says {stored}")
         take = row_permutation(seed, epoch, int(block), int(rows))[int(start):int(stop)]
-        table = table.take(take)  # indices < rows: only the group's first `rows` rows are ever read
+        table = table.take(take)  # indices < rows: only the group's first `rows` rows are ever served
         for c in columns:
             out[c].append(table.column(c).to_numpy(zero_copy_only=False))
         if latent_paths is not None:

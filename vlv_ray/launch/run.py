@@ -115,18 +115,15 @@ def estimate_usd(cfg: JobConfig, spec: ClusterSpec, pool: Pool, throughput: floa
     cfg = replace(cfg, cost=replace(cfg.cost, region=cfg.cost.region or spec.region))
     cat = catalog_mod.load(cfg.cost.prices_csv)
     try:
-        e = estimate.estimate(cfg, cat, throughput=throughput, instance=pool.instance_type, alternatives=0)
+        m = estimate.in_market(cfg, cat, throughput=throughput, instance=pool.instance_type, market=pool.market)
     except CatalogError as err:
         return None, f"estimate: unavailable ({err})"
-    row = e["instance"]
-    spot = pool.market == "spot" and row and row["spot_usd"] is not None
-    total = (row["spot_usd"] if spot else row["on_demand_usd"]) if row else None
-    if total is None:
+    if m is None or m.usd is None:
         return None, f"estimate: unavailable (no {pool.market} price for {pool.instance_type})"
-    wall = row["spot_wall_hours"] if spot else row["wall_hours"]
-    return total, (f"estimate: ${total:,.2f} for {row['nodes']} × {pool.instance_type} {pool.market}, {wall:.1f} h "
-                   f"(head ${row['head_usd']:,.2f} and storage ${row['storage_usd']:,.2f} included); "
-                   f"{e['samples']:,} samples at {row['samples_per_s_per_gpu']:.1f}/s per GPU "
+    row, total = m.row, m.usd
+    return total, (f"estimate: ${total:,.2f} for {row['nodes']} × {pool.instance_type} {pool.market}, "
+                   f"{m.wall_hours:.1f} h (head ${row['head_usd']:,.2f} and storage ${row['storage_usd']:,.2f} "
+                   f"included); {m.samples:,} samples at {row['samples_per_s_per_gpu']:.1f}/s per GPU "
                    f"({row['throughput_from']}{', estimated' if row['estimated'] else ''})")
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlv_ray.config import ConfigError, JobConfig, JobsSweepConfig, JobsSweepStageConfig, load_job
-
-PACKAGED_JOBS = Path(__file__).resolve().parents[1] / "jobs"  # vlv_ray/jobs: any install, any directory
+from vlv_ray.paths import PACKAGED_JOBS
 
 
 def resolve_job(job: str, sweep_file: Path) -> Path:
@@ -39,6 +38,7 @@ class Estimate:
 @dataclass
 class Point:
     images: int
+    steps: int  # stage 1's steps to this point (images_seen: the one run's steps when it has seen `images`)
     stage1: JobConfig  # absolutized (vlv_ray/paths.py): what the run is handed
     stage2: JobConfig | None = None
     estimates: list[Estimate] = field(default_factory=list)  # stage 1 [, stage 2]
@@ -78,7 +78,7 @@ def run_name(job: JobConfig, spec: JobsSweepConfig, images: int) -> str:
 def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
     """Every point's jobs, validated; a data or held-out set that cannot serve them stops here."""
     from vlv_ray.data import shards
-    from vlv_ray.data.pipeline import job_blocks
+    from vlv_ray.data.pipeline import one_batch_per_worker
 
     base = _load(sweep_file, "stage1", spec.stage1, [])
     kw = base.storage.options
@@ -101,26 +101,24 @@ def points(spec: JobsSweepConfig, sweep_file: Path) -> list[Point]:
                               f"{cfg.max_steps * cfg.global_batch_size}")
         for n in sorted(spec.images):  # one run; each point's estimate is the run up to it
             steps = math.ceil(n / cfg.global_batch_size)
-            out.append(Point(n, cfg, None, [estimate(_with_steps(cfg, steps), spec.stage1.throughput)]))
+            out.append(Point(n, steps, cfg, None, [estimate(_with_steps(cfg, steps), spec.stage1.throughput)]))
         return out
+    from vlv_ray.paths import RunPaths
+
+    s2_base = None  # the stage-2 job as written, for its name
     for n in sorted(spec.images):
-        s1 = _load(sweep_file, "stage1", spec.stage1, [f"data.max_images={n}"])
-        if n // s1.scaling.num_workers < s1.data.batch_size:  # training would stop at its first epoch
-            raise ConfigError(f"{sweep_file}: images: got {n}, expected at least one batch per worker "
-                              f"({s1.scaling.num_workers} × data.batch_size {s1.data.batch_size})")
-        steps = s1.max_steps if spec.epochs is None else max(1, math.ceil(spec.epochs * n / s1.global_batch_size))
+        if need := one_batch_per_worker(base, n):  # base: the stage-1 job with the sweep's overrides
+            raise ConfigError(f"{sweep_file}: images: got {n}, {need}")
+        steps = base.max_steps if spec.epochs is None else max(1, math.ceil(spec.epochs * n / base.global_batch_size))
         s1 = _load(sweep_file, "stage1", spec.stage1,
-                   [f"data.max_images={n}", f"max_steps={steps}", f"name={run_name(s1, spec, n)}"])
-        job_blocks(s1.data.uri, manifest, n)
+                   [f"data.max_images={n}", f"max_steps={steps}", f"name={run_name(base, spec, n)}"])
         s2 = None
         if spec.stage2.job:
-            from vlv_ray.paths import RunPaths
-
-            s2 = _load(sweep_file, "stage2", spec.stage2, [f"model.stage1={RunPaths.of(s1).export(1)}"])
-            s2 = _load(sweep_file, "stage2", spec.stage2, [f"model.stage1={RunPaths.of(s1).export(1)}",
-                                                           f"name={run_name(s2, spec, n)}"])
+            export = [f"model.stage1={RunPaths.of(s1).export(1)}"]
+            s2_base = s2_base or _load(sweep_file, "stage2", spec.stage2, export)
+            s2 = _load(sweep_file, "stage2", spec.stage2, [*export, f"name={run_name(s2_base, spec, n)}"])
         ests = [estimate(s1, spec.stage1.throughput)] + ([estimate(s2, spec.stage2.throughput, "stage2")] if s2 else [])
-        out.append(Point(n, s1, s2, ests))
+        out.append(Point(n, steps, s1, s2, ests))
     return out
 
 
@@ -162,18 +160,16 @@ def estimate(cfg: JobConfig, throughput: float | None, key: str = "stage1") -> E
     from vlv_ray.cost.catalog import CatalogError
 
     try:
-        e = est.estimate(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
-                         alternatives=0)
-    except CatalogError as err:  # estimate() names its arguments; the sweep file has a key
-        reason = str(err).partition("(samples/s per GPU): ")[2] or str(err)
-        return Estimate(where=f"no estimate ({reason}; set {key}.throughput, samples/s per GPU)")
-    row = e["instance"]
-    if row is None:
+        m = est.in_market(cfg, catalog.load(cfg.cost.prices_csv), throughput=throughput, instance=None,
+                          market=cfg.cost.market, source=key)
+    except est.NoThroughput as err:  # the sweep file has a key for the figure estimate() lacks
+        return Estimate(where=f"no estimate ({err.reason}; set {key}.throughput, samples/s per GPU)")
+    except CatalogError as err:
+        return Estimate(where=f"no estimate ({err})")
+    if m is None:
         return Estimate(where="no estimate (no catalog row can run this job)")
-    spot = cfg.cost.market == "spot" and row["spot_usd"] is not None
-    return Estimate(row["spot_usd"] if spot else row["on_demand_usd"], row["gpu_hours"],
-                    row["spot_wall_hours"] if spot else row["wall_hours"],
-                    f"{row['nodes']} × {row['instance_type']} {'spot' if spot else 'on-demand'}")
+    return Estimate(m.usd, m.row["gpu_hours"], m.wall_hours,
+                    f"{m.row['nodes']} × {m.row['instance_type']} {m.market}")
 
 
 def total_usd(spec: JobsSweepConfig, pts: list[Point]) -> float | None:
@@ -203,8 +199,7 @@ def format_estimates(pts: list[Point], mode: str, total: float | None) -> str:
         gh = "-" if p.gpu_hours is None else f"{p.gpu_hours:,.3g}"
         usd = "-" if p.usd is None else f"{p.usd:,.4f}"
         where = "; ".join(e.where for e in p.estimates)
-        steps = p.stage1.max_steps if mode == "subsets" else math.ceil(p.images / p.stage1.global_batch_size)
-        lines.append(f"  {p.images:>10,} {steps:>8,} {gh:>9} {usd:>10}  {where}")
+        lines.append(f"  {p.images:>10,} {p.steps:>8,} {gh:>9} {usd:>10}  {where}")
     what = f"the one run, {pts[0].stage1.max_steps:,} steps" if mode == "images_seen" and pts else "every point"
     lines.append(f"  total ({what}): " + ("no estimate" if total is None else f"${total:,.4f}"))
     return "\n".join(lines)

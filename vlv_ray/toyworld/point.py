@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from vlv_ray.paths import PACKAGED_JOBS
 from vlv_ray.toyworld import evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"  # package data (vlv_ray/jobs): any install, any directory
 WORLD_SEED = 7  # the training images; the held-out images use reader.HELD_OUT_SEED
 
 Say = Callable[[str], None]
@@ -83,8 +83,8 @@ def runs_cost(runs: list[tuple[dict, float]]) -> dict[str, float]:
 class Stages:
     """The two job files of a point and the overrides each gets (beyond data, names, storage)."""
 
-    stage1_job: Path = JOBS / "toy-stage1.yaml"
-    stage2_job: Path = JOBS / "toy-stage2.yaml"
+    stage1_job: Path = PACKAGED_JOBS / "toy-stage1.yaml"
+    stage2_job: Path = PACKAGED_JOBS / "toy-stage2.yaml"
     stage1_overrides: list[str] = field(default_factory=list)
     stage2_overrides: list[str] = field(default_factory=list)
 
@@ -93,17 +93,12 @@ class Stages:
         its first step: a ValueError naming `images`, before anything is written. `paired` None:
         stage 1 only."""
         from vlv_ray.config import load_job
+        from vlv_ray.data.pipeline import one_batch_per_worker
 
         for n, job, overrides, what in ((images, self.stage1_job, self.stage1_overrides, "stage 1 trains on"),
                                         (paired, self.stage2_job, self.stage2_overrides, "stage 2 trains on")):
-            if n is None:
-                continue
-            cfg = load_job(job, overrides)
-            need = cfg.scaling.num_workers * cfg.data.batch_size
-            if n < need:
-                raise ValueError(f"images: got {images}, too few: {what} {n} of them, expected at least one batch "
-                                 f"per worker ({cfg.scaling.num_workers} × data.batch_size {cfg.data.batch_size} = "
-                                 f"{need})")
+            if n is not None and (need := one_batch_per_worker(load_job(job, overrides), n)):
+                raise ValueError(f"images: got {images}, too few: {what} {n} of them, {need}")
 
     def with_queries(self, queries: int | None) -> "Stages":
         """Both stages at `queries` caption-embedding positions (stage 2 takes the export's anyway)."""

@@ -189,13 +189,18 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     is that call's absolutized job); built here when not given. Raises `Stopped` when a
     SIGTERM/SIGINT stopped it (`resume_hint`: the command to name).
     """
-    from vlv_ray.data.pipeline import job_blocks, shard_paths
+    from vlv_ray.data.pipeline import job_blocks, one_batch_per_worker, shard_paths
+    from vlv_ray.data.shards import DataError
     from vlv_ray.train import precheck, preempt
 
     if paths is None:
         cfg, paths = for_job(cfg)
     # Fail on bad input before paying for a cluster start.
-    job_blocks(cfg.data.uri, shard_paths(cfg.data.uri, **paths.storage)[2], cfg.data.max_images)
+    rows = sum(b.rows for b in job_blocks(cfg.data.uri, shard_paths(cfg.data.uri, **paths.storage)[2],
+                                          cfg.data.max_images))
+    if not local and (need := one_batch_per_worker(cfg, rows)):  # --local runs one worker
+        key, what = ("data.max_images", "got") if cfg.data.max_images else ("data.uri", f"{cfg.data.uri} lists")
+        raise DataError(f"{key}: {what} {rows} images, {need}; lower data.batch_size or use fewer workers")
     precheck.stage1_export(cfg, paths)
     stop, lease = preempt.DriverStop(), None
     # From here a SIGTERM/SIGINT ends the run with one line and the lease released; once the

@@ -70,7 +70,7 @@ def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, cle
             f"({', '.join(changes)}); recorded in {where}", flush=True)
 
 
-def placeable(cfg: JobConfig, resources: dict[str, float], say=print) -> None:
+def placeable(cfg: JobConfig, resources: dict[str, float]) -> None:
     """Every worker's bundle placed within the timeout, or one line saying what the cluster has;
     a line says what the driver waits for when it is not at once."""
     import ray
@@ -84,8 +84,8 @@ def placeable(cfg: JobConfig, resources: dict[str, float], say=print) -> None:
         while not (ready := pg.wait(timeout_seconds=1.0)) and time.monotonic() - start < timeout:
             if not said and time.monotonic() - start > 5.0:
                 want = ", ".join(f"{k} {v:g}" for k, v in resources.items())
-                say(f"[vlv-ray] waiting up to {timeout:g} s (scaling.placement_timeout_s) for room for {n} "
-                    f"workers × ({want})", flush=True)
+                print(f"[vlv-ray] waiting up to {timeout:g} s (scaling.placement_timeout_s) for room for {n} "
+                      f"workers × ({want})", flush=True)
                 said = True
     finally:
         remove_placement_group(pg)
