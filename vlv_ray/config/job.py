@@ -157,12 +157,6 @@ class CheckpointConfig:
     lease_timeout_s: float = field(default=120.0, metadata=_range(3.0))
 
 
-
-
-
-
-
-
 @dataclass
 class CallbackConfig:
     """A user callback run on every worker at the end of every step (`train/callbacks.py`)."""
