@@ -151,3 +151,18 @@ def test_a_storage_host_that_does_not_resolve_is_one_error_not_minutes_of_retrie
         storage.read_bytes("s3://b/k", endpoint_url="http://nowhere.invalid:9000")
     assert time.time() - t0 < 30
 
+
+def test_a_file_that_is_not_json_is_one_error_naming_it_and_a_storage_failure_is_not_one(tmp_path, monkeypatch):
+    """Callers that expect torn JSON (a lease, a progress file) catch NotJSON; an unreachable
+    store must reach them as what it is, not as a torn file."""
+    from vlv_ray.train import lease
+
+    (tmp_path / "a.json").write_text('{"owner": ')
+    with pytest.raises(storage.NotJSON, match=r"a\.json: not valid JSON \(Expecting value: line 1 column 11\)$"):
+        storage.read_json(str(tmp_path / "a.json"))
+    (tmp_path / lease.LEASE_FILE).write_text('{"owner": ')
+    assert lease.owned(str(tmp_path), "me")  # a torn lease: the next read decides
+    monkeypatch.setattr(storage, "S3_ATTEMPTS", 1)
+    with pytest.raises(storage.StorageError, match="does not resolve"):
+        lease.owned("s3://b/run", "me", endpoint_url="http://nowhere.invalid:9000")
+

@@ -249,8 +249,23 @@ def remove_temp_files(uri: str, **kw) -> int:
     return len(stale)
 
 
+class NotJSON(StorageError):
+    """A file that should hold JSON and does not (a torn write, another file in its place).
+    Callers that expect one (a lease, a progress file) catch this, not ValueError: a storage
+    failure must not pass for a torn file."""
+
+    def __init__(self, uri: str, e: ValueError):
+        self.reason = f"{e.msg}: line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        super().__init__(f"{uri}: not valid JSON ({self.reason})")
+
+
 def read_json(uri: str, **kw) -> Any:
-    return json.loads(read_bytes(uri, **kw))
+    """The JSON document at `uri`; NotJSON naming it when it is not one."""
+    data = read_bytes(uri, **kw)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NotJSON(uri, e) from None
 
 
 def write_json_atomic(uri: str, obj: Any, **kw) -> None:

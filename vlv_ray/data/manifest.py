@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from typing import Any, Iterator, TypedDict
 
 import pyarrow.parquet as pq
@@ -67,8 +66,8 @@ def load_manifest(uri: str, **kw) -> Manifest:
             raise DataError(f"{m_uri}: not found; `vlv-ray data prepare` did not finish "
                             f"({PROGRESS} is there): run it again to resume") from None
         raise DataError(f"{m_uri}: not found; run `vlv-ray data prepare` first") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{m_uri}: not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
+    except storage.NotJSON as e:
+        raise DataError(str(e)) from None
     except OSError as e:  # after storage's retries: a directory in its place, access denied, …
         why = e.strerror or storage.redact(str(e)).splitlines()[0][:200]
         raise DataError(f"{m_uri}: cannot be read ({why})") from None

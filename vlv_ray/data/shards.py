@@ -337,7 +337,7 @@ def _resume_state(dest: str, inputs: str, kw: dict) -> dict[str, Any]:
         return fresh
     try:
         state = storage.read_json(uri, **kw)
-    except ValueError:
+    except storage.NotJSON:
         return fresh
     if state.get("inputs_sha256") != inputs or "next_item" not in state:
         return fresh  # other files or options: start over rather than mix shards

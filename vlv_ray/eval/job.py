@@ -84,7 +84,7 @@ def check_pipeline(path: str, **kw) -> str:
         raise DataError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
     try:
         name = storage.read_json(index, **kw).get("_class_name")
-    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+    except (storage.NotJSON, AttributeError):  # not JSON, or JSON that is not an object
         raise DataError(f"{index}: not a diffusers model index (expected a JSON object with _class_name)") from None
     cls = getattr(diffusers, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):

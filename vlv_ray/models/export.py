@@ -86,8 +86,8 @@ def read(uri: str, **kw) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     uri = resolve_any(uri, **kw)
     try:
         meta = storage.read_json(storage.join(uri, META_FILE), **kw)
-    except ValueError as e:
-        raise ExportError(f"{uri}/{META_FILE}: not valid JSON ({e}); the export is damaged, export again") from None
+    except storage.NotJSON as e:
+        raise ExportError(f"{e}; the export is damaged, export again") from None
     try:
         data = storage.read_bytes(storage.join(uri, WEIGHTS_FILE), **kw)
     except FileNotFoundError:

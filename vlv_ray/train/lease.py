@@ -57,7 +57,7 @@ def owned(run: str, owner: str, **kw) -> bool:
         holder = storage.read_json(storage.join(run, LEASE_FILE), **kw)
     except FileNotFoundError:
         return False
-    except ValueError:  # a torn write on a store without atomic puts: the next read decides
+    except storage.NotJSON:  # a torn write on a store without atomic puts: the next read decides
         return True
     return isinstance(holder, dict) and holder.get("owner") == owner
 
@@ -91,7 +91,7 @@ class Lease:
             return storage.read_json(self.uri, **self.kw)
         except FileNotFoundError:
             return None
-        except ValueError:  # a torn write on a store without atomic puts: nobody holds it
+        except storage.NotJSON:  # a torn write on a store without atomic puts: nobody holds it
             return None
 
     def _write(self) -> None:

@@ -27,7 +27,7 @@ def stage1_export(cfg: JobConfig, paths: RunPaths) -> None:
         meta = storage.read_json(storage.join(uri, export.META_FILE), **paths.storage)
     except export.ExportError as e:
         raise ConfigError(f"model.stage1: {e}") from None
-    except ValueError:
+    except storage.NotJSON:
         raise ConfigError(f"model.stage1: {uri}/{export.META_FILE} is not valid JSON") from None
     if meta.get("kind") != "vlv-stage1":
         raise ConfigError(f"model.stage1: {uri} is a {meta.get('kind')!r} export, expected a stage-1 export")
