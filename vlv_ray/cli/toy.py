@@ -35,9 +35,11 @@ def cmd_demo(args) -> int:
     from vlv_ray.cli.common import in_flags
     from vlv_ray.toyworld import demo
 
-    with in_flags(seeds="--seeds", images="--images"):
-        metrics = demo.run(args.workdir, images=args.images, seeds=args.seeds, stage1_overrides=args.overrides,
-                           stage2_overrides=args.stage2, stage1_only=args.stage1_only)
+    given = {"images": args.images, "seeds": args.seeds, "stage1_overrides": args.overrides,
+             "stage2_overrides": args.stage2, "stage1_only": args.stage1_only}
+    with in_flags(seeds="--seeds", images="--images"):  # the checks only: not minutes of training
+        demo.checked_stages(**given)
+    metrics = demo.run(args.workdir, **given)
     if args.json:
         import ray
 

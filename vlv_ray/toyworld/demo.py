@@ -72,16 +72,12 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = DEMO_IMAGES, paired_f
     stage 1's `model.florence` (None: the job file's); `stage1_overrides` come after it."""
     from vlv_ray import storage
 
-    if seeds < 1:
-        raise ValueError(f"seeds: got {seeds}, expected at least 1")
     t_start = time.time()
+    stages = checked_stages(images=images, paired_fraction=paired_fraction, seeds=seeds, stage2_steps=stage2_steps,
+                            vision_tower=vision_tower, stage1_overrides=stage1_overrides,
+                            stage2_overrides=stage2_overrides, stage1_only=stage1_only)
     work = Path(workdir).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    s2 = [f"max_steps={stage2_steps}"] if stage2_steps is not None else []
-    tower = [f"model.florence={vision_tower}"] if vision_tower else []
-    stages = Stages(stage1_overrides=[*tower, *(stage1_overrides or [])],
-                    stage2_overrides=[*s2, *(stage2_overrides or [])])
-    stages.check_counts(images, None if stage1_only else paired_count(images, paired_fraction))
     storage.check_writable(str(work))  # before minutes of work, not after
     if stage1_only:
         return _stage1_only(work, images, paired_fraction, stamp, stages)
@@ -108,6 +104,22 @@ def run(workdir: str | Path = "vlv-demo", *, images: int = DEMO_IMAGES, paired_f
     (work / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     summary(metrics, p.captions[:4], truth[:4])
     return metrics
+
+
+def checked_stages(*, images: int = DEMO_IMAGES, paired_fraction: float = 0.1, seeds: int = DEMO_SEEDS,
+                   stage2_steps: int | None = DEMO_STAGE2_STEPS, vision_tower: str | Path | None = VISION_TOWER,
+                   stage1_overrides: list[str] | None = None, stage2_overrides: list[str] | None = None,
+                   stage1_only: bool = False) -> Stages:
+    """The demo's two stages with their overrides, checked against `images` and `seeds`: a
+    ValueError naming the argument before anything is written (`run` calls it first)."""
+    if seeds < 1:
+        raise ValueError(f"seeds: got {seeds}, expected at least 1")
+    s2 = [f"max_steps={stage2_steps}"] if stage2_steps is not None else []
+    tower = [f"model.florence={vision_tower}"] if vision_tower else []
+    stages = Stages(stage1_overrides=[*tower, *(stage1_overrides or [])],
+                    stage2_overrides=[*s2, *(stage2_overrides or [])])
+    stages.check_counts(images, None if stage1_only else paired_count(images, paired_fraction))
+    return stages
 
 
 def _stage1_only(work: Path, images: int, paired_fraction: float, stamp: str, stages: Stages) -> dict:
