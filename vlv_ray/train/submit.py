@@ -63,8 +63,9 @@ def secrets_in_env() -> dict[str, str]:
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 
-def cluster_address(flag: str | None) -> tuple[str, str]:
-    """(address, where it came from): the --address flag always wins over the environment."""
+def dashboard_address(flag: str | None) -> tuple[str, str]:
+    """(the head's dashboard address, where it came from): the --address flag always wins over the
+    environment. Not `launch.cluster_address`, which finds the GCS address `ray.init` joins."""
     if flag:
         return flag, "--address"
     for name in ADDRESS_ENV:
@@ -118,7 +119,7 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     except ValueError:
         raise ConfigError(f"{job}: the job file must be inside the current directory ({workdir}), "
                           "which is uploaded as the job's working dir") from None
-    address, source = cluster_address(address)
+    address, source = dashboard_address(address)
     env = runtime_env(working_dir=workdir, forward_secrets=forward_secrets)
     _say_about_secrets(forward_secrets)
     # Before Ray's job client is imported: it reads the auth mode once.
