@@ -22,7 +22,7 @@ from vlv_ray.config import load_job
 from vlv_ray.toyworld import DEMO_IMAGES, DEMO_SEEDS, DEMO_STAGE2_STEPS, evaluate, world
 from vlv_ray.toyworld.assets import TEACHER_DIR, TOWER_FILE
 from vlv_ray.toyworld.point import (PointResult, Stages, common_overrides, demo_say as _say, paired_count, point,
-                                    runs_cost, run_stage1, runs_dir, train_job, write_world)
+                                    runs_cost, run_stage1, run_stage2, runs_dir, write_world)
 
 # Stage 1's vision tower (`model.florence`): the committed pretrained toy tower
 # (toyworld/tower.py), as the real method starts from a pretrained Florence-2. The job file
@@ -34,8 +34,7 @@ def _stage2(work: Path, stage1: str, name: str, seed: int, stages: Stages, x, tr
             timings: dict[str, float], key: str) -> tuple[tuple[dict, float], dict]:
     """One stage-2 run from the stage-1 export `stage1` at `seed`, its wall time added to
     `timings[key]` and its captioning to `timings["evaluate_s"]`; ((metrics, seconds), caption accuracy)."""
-    run = train_job(stages.stage2_job, [f"name={name}", f"data.uri={work / 'data' / 'stage2'}", *common_overrides(work),
-                                        f"model.stage1={stage1}", *stages.stage2_overrides, f"seed={seed}"])
+    run = run_stage2(work, stage1, name, stages, f"seed={seed}")
     timings[key] = timings.get(key, 0.0) + run[1]
     t0 = time.time()
     accuracy = evaluate.caption_accuracy(str(runs_dir(work) / name), x, truth)[0]

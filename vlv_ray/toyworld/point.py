@@ -37,10 +37,15 @@ def paired_count(images: int, fraction: float) -> int:
     return max(1, int(images * fraction))
 
 
+def data_dirs(work: Path) -> tuple[Path, Path]:
+    """Where a point's stage-1 (images only) and stage-2 (captioned) shards go under `work`."""
+    return work / "data" / "stage1", work / "data" / "stage2"
+
+
 def write_world(work: Path, images: int, paired: int) -> tuple[Path, Path]:
     """Shards of `images` world images without captions (stage 1) and of the first `paired` of
     the same images with captions (stage 2) under `work/data/`; kept if already written."""
-    data1, data2 = work / "data" / "stage1", work / "data" / "stage2"
+    data1, data2 = data_dirs(work)
     if not (data1 / "manifest.json").is_file():
         world.write_dataset(str(data1), work / "images" / "stage1", WORLD_SEED, images, captions=False)
     if not (data2 / "manifest.json").is_file():
@@ -127,6 +132,14 @@ def run_stage1(work: Path, data1: Path, tag: str, stages: Stages, say: Say = dem
     return metrics, seconds, runs_dir(work) / name / "export" / "stage1"
 
 
+def run_stage2(work: Path, stage1_export: str | Path, name: str, stages: Stages, *extra: str,
+               say: Say = demo_say) -> tuple[dict, float]:
+    """Stage 2 named `name` on the point's captioned shards, from `stage1_export` (`extra`
+    overrides last); (its metrics, wall seconds)."""
+    return train_job(stages.stage2_job, [f"name={name}", f"data.uri={data_dirs(work)[1]}", *common_overrides(work),
+                                         f"model.stage1={stage1_export}", *stages.stage2_overrides, *extra], say)
+
+
 def point(work: str | Path, *, images: int, paired_fraction: float = 0.1, held_out: int = 500,
           stages: Stages | None = None, tag: str, say: Say = demo_say) -> PointResult:
     """World → stage 1 → stage 2 → held-out caption accuracy → cost, all under `work`.
@@ -144,8 +157,7 @@ def point(work: str | Path, *, images: int, paired_fraction: float = 0.1, held_o
 
     s1, seconds["stage1_s"], export1 = run_stage1(work, data1, tag, stages, say)
     s2_name = f"toy-stage2-{tag}"
-    s2, seconds["stage2_s"] = train_job(stages.stage2_job, [f"name={s2_name}", f"data.uri={data2}", *common_overrides(work),
-                                                        f"model.stage1={export1}", *stages.stage2_overrides], say)
+    s2, seconds["stage2_s"] = run_stage2(work, export1, s2_name, stages, say=say)
 
     t0 = time.time()
     x, truth = evaluate.held_out(held_out)
