@@ -95,3 +95,33 @@ def test_a_signal_before_the_workers_start_ends_with_one_line_and_releases_the_l
         f"to go on: {' '.join(args)}"]
     assert took < 30, took
     assert not lease.exists()  # released: the next driver need not wait out its timeout
+
+
+def test_a_signal_at_any_moment_of_the_start_up_ends_with_exit_143_and_one_line(ray_head, tiny_dataset, tmp_path):
+    """SIGTERM while the driver joins Ray, waits for room, starts its cost tracker and trainer
+    (moments spread over its start-up on this box). A signal raised inside a Ray call used to
+    come out as a bare KeyboardInterrupt ('vlv-ray: interrupted', exit 130), or to kill the
+    process outright (-15, -11) with its lease left behind."""
+    lines = ("vlv-ray: stopped by SIGTERM before the workers started (nothing to checkpoint); run the same command",
+             "vlv-ray: stopped by SIGTERM at step ")
+    for i, delay in enumerate((3.0, 3.5, 4.0, 4.5, 5.0)):
+        runs, err = tmp_path / f"runs{i}", tmp_path / f"err{i}.log"
+        with err.open("w") as e:
+            proc = subprocess.Popen(
+                ["vlv-ray", "train", "jobs/tiny.yaml", f"data.uri={tiny_dataset}", f"storage_path={runs}", "name=s"],
+                cwd=REPO, env=user_env(tmp_path / "home", RAY_ADDRESS=ray_head.address), stdout=subprocess.DEVNULL,
+                stderr=e)
+        try:
+            time.sleep(delay)
+            if proc.poll() is not None:
+                break  # a box fast enough to finish first: nothing later to try
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said = err.read_text().strip().splitlines()
+        assert not (runs / "s" / "_LEASE.json").exists(), (delay, rc, said[-20:])  # released, or never taken
+        if rc == -signal.SIGTERM:  # before the driver set its handlers: Python's default (it held nothing)
+            continue
+        assert rc == 128 + signal.SIGTERM and said and said[-1].startswith(lines), (delay, rc, said[-20:])

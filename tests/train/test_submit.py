@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conftest import RAY_TOKEN, start_ray_head, user_env  # tests/ is on sys.path: its conftest.py is there
 from helpers import REPO, free_port
 
@@ -61,6 +63,70 @@ def _where_ray_keeps(value: str, head, job_id: str, *, cwd: Path, env: dict) -> 
     return found
 
 
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@pytest.fixture(autouse=True)
+def _head_left_idle(request, tmp_path):
+    """A test that ran jobs on the module's head leaves it idle: every job ended, no job's driver
+    process alive, every CPU free, within 120 s. Otherwise the test fails naming what holds the
+    head, and its jobs and drivers are stopped, so the module's later tests do not wait out
+    their placement timeout (a CI run lost two tests that way: a stopped job's orphaned driver
+    kept its workers' CPUs, and the next job's data readers and its starved each other)."""
+    yield
+    if "fresh_ray_head" not in request.fixturenames:
+        return
+    head = request.getfixturevalue("fresh_ray_head")
+    deadline = time.time() + 120
+    while True:
+        jobs = json.loads(_api(f"{head.dashboard}/api/jobs/"))
+        running = [j["submission_id"] for j in jobs if j["status"] not in TERMINAL]
+        drivers = _drivers_alive(jobs)
+        used = _cpus_used(head)
+        if not running and not drivers and used == 0:
+            return
+        if time.time() > deadline:
+            break
+        time.sleep(2)
+    env = user_env(tmp_path / "idle-home")
+    held = _sh(f"RAY_AUTH_MODE=token ray list actors --filter state=ALIVE --address {head.dashboard}; "
+               f"RAY_AUTH_MODE=token ray list placement-groups --address {head.dashboard}", cwd=tmp_path, env=env,
+               timeout=120)
+    for job_id in running:
+        _sh(f"RAY_AUTH_MODE=token ray job stop --address {head.dashboard} {job_id}", cwd=tmp_path, env=env,
+            timeout=300)
+    for proc in drivers.values():
+        proc.kill()
+    pytest.fail(f"the head is not idle 120 s after the test: jobs running {running}, drivers of ended jobs alive "
+                f"{ {k: ' '.join(p.cmdline()) for k, p in drivers.items()} }, CPUs in use {used}\n"
+                f"{held.stdout[-4000:]}{held.stderr[-1000:]}")
+
+
+def _drivers_alive(jobs: list[dict]) -> dict:
+    """{submission id: process} for each ended job whose driver process still runs (the head is
+    this machine's)."""
+    import psutil
+
+    alive = {}
+    for j in jobs:
+        pid = (j.get("driver_info") or {}).get("pid")
+        if j["status"] in TERMINAL and pid:
+            try:
+                proc = psutil.Process(int(pid))
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive[j["submission_id"]] = proc
+            except psutil.NoSuchProcess:
+                pass
+    return alive
+
+
+def _cpus_used(head) -> float | None:
+    """CPUs the head's tasks and actors hold, as `ray status` says it (None before its first report)."""
+    status = json.loads(_api(f"{head.dashboard}/api/cluster_status?format=1"))["data"]["clusterStatus"]
+    m = re.search(r"Total Usage:\s+([\d.]+)/[\d.]+ CPU", status or "")
+    return float(m.group(1)) if m else None
+
+
 def test_submit_from_a_users_shell_runs_the_job_and_forwards_no_secret(fresh_ray_head, tiny_dataset, tmp_path):
     proj, runs = _project(tmp_path), tmp_path / "runs"
     env = user_env(tmp_path / "home", **SENTINELS)
@@ -100,6 +166,9 @@ def test_forward_secrets_is_explicit_and_says_where_they_show(fresh_ray_head, ti
     stop = _sh(f"RAY_AUTH_MODE=token ray job stop --address {fresh_ray_head.dashboard} {job_id}", cwd=proj, env=env,
                timeout=300)
     assert stop.returncode == 0, stop.stderr[-2000:]
+    status = _sh(f"RAY_AUTH_MODE=token ray job status --address {fresh_ray_head.dashboard} {job_id}", cwd=proj,
+                 env=env, timeout=120).stdout
+    assert "was stopped" in status, status  # stopped, not run to its end
     warning = [line for line in r.stderr.splitlines() if line.startswith("vlv-ray: warning: forwarding WANDB_API_KEY")]
     assert len(warning) == 1 and "`ray job list`" in warning[0] and "runtime_env_agent.log" in warning[0]
     places = _where_ray_keeps(forwarded, fresh_ray_head, job_id, cwd=proj, env=env)

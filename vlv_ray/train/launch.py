@@ -212,11 +212,13 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
             # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
             precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
             quiet.apply_to_this_process(cfg.scaling.use_gpu)
-            with stop.deferred():  # a half-started local cluster is not ours to leave behind
+            # A signal waits for Ray's calls to return (preempt.DriverStop.deferred): a half-started
+            # local cluster is not ours to leave behind.
+            with stop.deferred():
                 ensure_ray()  # a RAY_ADDRESS where nothing answers: one line, in seconds (cluster_address)
                 stop.claim()
-            if not local:
-                precheck.placeable(cfg, worker_resources(cfg))
+                if not local:  # the wait for room ends at a signal, between its one-second slices
+                    precheck.placeable(cfg, worker_resources(cfg), poll=stop.check)
             result = _fit(cfg, paths, stop, lease, local, resume_hint)
             stop.stage = "after its last checkpoint, before the export was written"
             _after(cfg, paths, result, local)
@@ -237,9 +239,11 @@ def _fit(cfg: JobConfig, paths: RunPaths, stop, lease, local: bool, resume_hint:
     # The driver meters the cluster's nodes while the run lives (vlv_ray/cost/tracker.py);
     # a --local debugging run writes no ledger.
     metered = contextlib.nullcontext() if local else track(cfg, paths)
-    trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
     try:
-        with metered:
+        with contextlib.ExitStack() as running:
+            with stop.deferred():  # the tracker's actor and the trainer, whole or not at all
+                running.enter_context(metered)
+                trainer = build_trainer(cfg, paths, local=local, lease=lease, stop_key=None if local else stop.key)
             stop.armed = not local  # from here a signal has every rank checkpoint, then end
             try:
                 result = trainer.fit()

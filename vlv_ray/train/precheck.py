@@ -9,6 +9,7 @@ Train waits for resources forever, whatever `checkpoint.max_failures` says.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from vlv_ray import storage
 from vlv_ray.config import ConfigError, JobConfig
@@ -70,9 +71,10 @@ def resume_settings(cfg: JobConfig, paths: RunPaths, *, allow_changes: bool, cle
             f"({', '.join(changes)}); recorded in {where}", flush=True)
 
 
-def placeable(cfg: JobConfig, resources: dict[str, float]) -> None:
+def placeable(cfg: JobConfig, resources: dict[str, float], poll: Callable[[], None] = lambda: None) -> None:
     """Every worker's bundle placed within the timeout, or one line saying what the cluster has;
-    a line says what the driver waits for when it is not at once."""
+    a line says what the driver waits for when it is not at once. `poll()` runs between the
+    waits' one-second slices (the driver's stop check raises there)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
@@ -80,8 +82,9 @@ def placeable(cfg: JobConfig, resources: dict[str, float]) -> None:
     pg = placement_group([dict(resources)] * n, strategy="PACK")
     start, said = time.monotonic(), False
     try:
-        # In slices of a second: a signal's handler (the driver told to stop) runs only between them.
+        # In slices of a second: a signal (the driver told to stop) is acted on between them.
         while not (ready := pg.wait(timeout_seconds=1.0)) and time.monotonic() - start < timeout:
+            poll()
             if not said and time.monotonic() - start > 5.0:
                 want = ", ".join(f"{k} {v:g}" for k, v in resources.items())
                 print(f"[vlv-ray] waiting up to {timeout:g} s (scaling.placement_timeout_s) for room for {n} "

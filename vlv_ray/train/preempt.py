@@ -128,17 +128,30 @@ class DriverStop:
 
     @contextlib.contextmanager
     def deferred(self):
-        """An unarmed signal waits for the block to end (e.g. `ray.init`, which a signal could leave
-        half done), then ends the run."""
+        """An unarmed signal waits for the block to end, then ends the run; `check()` ends it at a
+        point of the block's own choosing. For blocks that call into Ray: a signal raised inside
+        a Ray call leaves it half done (`ray.init`: a crash at exit), or comes out of Ray's C
+        code as a bare KeyboardInterrupt, which lost the signal's name and exit code. Signals
+        are also counted at C level while the block runs (`signal.set_wakeup_fd`): Ray's own
+        SIGTERM handler, which `ray.init` installs while it runs, raises SystemExit where Ray
+        may swallow it."""
         self._deferring = True
+        seen = _SignalsSeen()
         try:
-            yield
+            with seen:
+                yield
         except SystemExit as e:  # `ray.init` sets a SIGTERM handler of its own (sys.exit) while it runs
             if e.code != signal.SIGTERM:
                 raise
             self._deferred = signal.SIGTERM
         finally:
             self._deferring = False
+        if self._deferred is None and self.signum is None:
+            self._deferred = seen.first()
+        self.check()
+
+    def check(self) -> None:
+        """Inside `deferred()`: end the run now if a signal came (between Ray calls)."""
         if self._deferred is not None:
             raise Interrupted(self._deferred, self.stage)
 
@@ -166,6 +179,40 @@ class DriverStop:
     @property
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
+
+
+class _SignalsSeen:
+    """SIGTERM/SIGINT as the interpreter's C handler records them while the block runs, whatever
+    Python handler then ran (on the main thread; elsewhere nothing is recorded)."""
+
+    def __init__(self):
+        self._read = self._previous = None
+
+    def __enter__(self) -> "_SignalsSeen":
+        if threading.current_thread() is threading.main_thread():
+            self._read, write = os.pipe()
+            os.set_blocking(self._read, False)
+            os.set_blocking(write, False)
+            self._write = write
+            self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._read is None:
+            return
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._write)
+        try:
+            self._seen = os.read(self._read, 4096)
+        except BlockingIOError:
+            self._seen = b""
+        os.close(self._read)
+
+    def first(self) -> int | None:
+        for n in getattr(self, "_seen", b""):
+            if n in (signal.SIGTERM, signal.SIGINT):
+                return n
+        return None
 
 
 def pending() -> bool:

@@ -1,7 +1,7 @@
 """`vlv-ray submit`: send a job file to a Ray cluster through Ray's job submission API.
 
 The current directory (the user's job files and code) is uploaded as the job's working
-dir, minus venvs, caches and local data; the entrypoint is `python -m vlv_ray.cli train
+dir, minus venvs, caches and local data; the entrypoint is `exec python -m vlv_ray.cli train
 JOB key=value…` with JOB relative to it. `jobs/runtime_env.yaml` there, if present, adds
 excludes and non-secret env vars.
 
@@ -125,7 +125,11 @@ def submit(job: str, *, address: str | None, overrides: list[str], wait: bool = 
     # Before Ray's job client is imported: it reads the auth mode once.
     auth.use_token_if_available()
     client = _client(address, source)
-    entrypoint = " ".join(shlex.quote(a) for a in ["python", "-m", "vlv_ray.cli", "train", rel.as_posix(), *overrides])
+    # `exec`: Ray runs the entrypoint through `sh -c` and `ray job stop` signals the shell and the
+    # children it lists. A stop as the job started once killed the shell alone: the job read
+    # STOPPED while its driver, orphaned, trained on and held its workers' CPUs. With exec the
+    # shell becomes the driver: the process Ray signals and waits for is the driver itself.
+    entrypoint = "exec " + shlex.join(["python", "-m", "vlv_ray.cli", "train", rel.as_posix(), *overrides])
     from ray.exceptions import AuthenticationError
 
     try:
