@@ -261,6 +261,40 @@ def test_ray_job_stop_checkpoints_every_rank_and_the_log_follows_live(fresh_ray_
     assert "was stopped" in _sh(ray_job.format("status"), cwd=proj, env=env, timeout=120).stdout
 
 
+def test_a_driver_whose_job_shell_is_gone_stops_itself_and_checkpoints(fresh_ray_head, tiny_dataset, tmp_path):
+    """`ray job submit -- vlv-ray train …` runs the driver under Ray's `sh -c`. A CI run once had
+    that shell killed alone (a `ray job stop` racing the job's start): the job read STOPPED while
+    its orphaned driver trained on and held its workers' CPUs, and the module's next jobs starved.
+    Here the shell is killed while the run trains: the driver stops as for SIGTERM, every rank
+    checkpoints, and nothing of it is left on the head."""
+    import psutil
+
+    proj, runs = _project(tmp_path), tmp_path / "runs"
+    env = user_env(tmp_path / "home")
+    r = _sh(f"RAY_AUTH_MODE=token ray job submit --no-wait --address {fresh_ray_head.dashboard} --working-dir . "
+            f"--runtime-env jobs/runtime_env.yaml -- vlv-ray train jobs/tiny.yaml data.uri={tiny_dataset} "
+            f"storage_path={runs} name=orphan max_steps=200 checkpoint.every_steps=100", cwd=proj, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = re.search(r"raysubmit_\w+", r.stdout).group(0)
+    logs = lambda: _sh(f"RAY_AUTH_MODE=token ray job logs --address {fresh_ray_head.dashboard} {job_id}", cwd=proj,
+                       env=env, timeout=120).stdout
+    deadline = time.time() + 400
+    while not re.search(r"step \d+/200 \|", out := logs()):
+        assert time.time() < deadline, f"no step line while the job ran:\n{out[-3000:]}"
+        time.sleep(2)
+    driver = next(p for p in psutil.process_iter(["cmdline"])
+                  if "name=orphan" in (p.info["cmdline"] or []) and "train" in p.info["cmdline"])
+    shell = driver.parent()
+    assert shell.name() in ("sh", "dash", "bash"), shell.cmdline()
+    shell.kill()
+    driver.wait(timeout=180)  # psutil.TimeoutExpired: the driver trained on
+    out = logs()
+    assert f"[vlv-ray] the process that started this driver (pid {shell.pid}, the job's entrypoint) is gone" in out
+    m = re.search(r"vlv-ray: stopped by SIGTERM at step (\d+), checkpoint (\S+);", out)
+    assert m, out[-3000:]
+    assert integrity.problem(m.group(2)) is None  # every rank's files, marked complete
+
+
 def test_submit_refuses_a_job_file_outside_the_uploaded_directory(tmp_path):
     proj = _project(tmp_path)
     r = subprocess.run(["vlv-ray", "submit", str(REPO / "jobs" / "tiny.yaml"), "--address", "http://127.0.0.1:1"],

@@ -208,7 +208,8 @@ def run(cfg: JobConfig, *, paths: RunPaths | None = None, local: bool = False, a
     with stop:
         try:
             # Local mode (--local) is for debugging and leaves storage alone: no lease, nothing written.
-            lease = None if local else precheck.take_lease(cfg, paths)
+            with stop.deferred():  # the lease taken whole, so that the finally below releases it
+                lease = None if local else precheck.take_lease(cfg, paths)
             # A run taken over from a driver that may only hang: leave its incomplete checkpoints alone.
             precheck.resume_settings(cfg, paths, allow_changes=allow_changes, clean=not (lease and lease.took_over))
             quiet.apply_to_this_process(cfg.scaling.use_gpu)

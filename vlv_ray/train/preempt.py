@@ -31,6 +31,8 @@ import torch
 _requested = threading.Event()
 # Ray's GCS key-value store: every node of the cluster reads it; one small key per driver run.
 KV_NAMESPACE = "vlv_ray_stop"
+# Set by Ray's job supervisor in the environment of a job's entrypoint (and nowhere else).
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 # What one step's collective decision can be; the higher code wins on a tie.
 REASONS = {0: None, 1: "preempted", 2: "stopped"}
 
@@ -110,6 +112,11 @@ class DriverStop:
         self.claim()
         # The GCS call runs on a thread: a signal handler may interrupt a Ray call in progress.
         threading.Thread(target=self._tell_workers, name="vlv-driver-stop", daemon=True).start()
+        if RAY_JOB_ENV in os.environ:  # a Ray job's driver: Ray started it, through a shell or not
+            import vlv_ray
+
+            threading.Thread(target=self._watch_parent, args=(vlv_ray.STARTED_BY,), name="vlv-driver-parent",
+                             daemon=True).start()
         return self
 
     def claim(self) -> None:
@@ -167,6 +174,18 @@ class DriverStop:
         self.say(f"[vlv-ray] {signal.Signals(signum).name}: every worker checkpoints its current step, "
                  "then the run stops (send it again to abort without a checkpoint)", flush=True)
         self._asked.set()
+
+    def _watch_parent(self, parent: int) -> None:
+        """A Ray job's driver whose parent is gone stops as for SIGTERM. Ray runs a job's entrypoint
+        through `sh -c` and `ray job stop` signals the processes it lists; a stop as the job
+        started once killed the shell alone, and the orphaned driver trained on, holding its
+        workers' CPUs, while its job read STOPPED."""
+        while not self._asked.wait(1.0):
+            if os.getppid() != parent:
+                self.say(f"[vlv-ray] the process that started this driver (pid {parent}, the job's entrypoint) "
+                         "is gone: stopping as for SIGTERM", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     def _tell_workers(self) -> None:
         self._asked.wait()
