@@ -143,9 +143,8 @@ class DriverStop:
         SIGTERM handler, which `ray.init` installs while it runs, raises SystemExit where Ray
         may swallow it."""
         self._deferring = True
-        seen = _SignalsSeen()
         try:
-            with seen:
+            with _signals_seen() as seen:
                 yield
         except SystemExit as e:  # `ray.init` sets a SIGTERM handler of its own (sys.exit) while it runs
             if e.code != signal.SIGTERM:
@@ -154,7 +153,7 @@ class DriverStop:
         finally:
             self._deferring = False
         if self._deferred is None and self.signum is None:
-            self._deferred = seen.first()
+            self._deferred = next((n for n in seen if n in (signal.SIGTERM, signal.SIGINT)), None)
         self.check()
 
     def check(self) -> None:
@@ -200,38 +199,28 @@ class DriverStop:
         return 128 + (self.signum or 0)
 
 
-class _SignalsSeen:
-    """SIGTERM/SIGINT as the interpreter's C handler records them while the block runs, whatever
-    Python handler then ran (on the main thread; elsewhere nothing is recorded)."""
-
-    def __init__(self):
-        self._read = self._previous = None
-
-    def __enter__(self) -> "_SignalsSeen":
-        if threading.current_thread() is threading.main_thread():
-            self._read, write = os.pipe()
-            os.set_blocking(self._read, False)
-            os.set_blocking(write, False)
-            self._write = write
-            self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._read is None:
-            return
-        signal.set_wakeup_fd(self._previous)
-        os.close(self._write)
+@contextlib.contextmanager
+def _signals_seen():
+    """The numbers of the signals the interpreter's C handler records while the block runs
+    (`signal.set_wakeup_fd`), whatever Python handler then ran; on the main thread only."""
+    seen = bytearray()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        yield seen
+    finally:
+        signal.set_wakeup_fd(previous)
         try:
-            self._seen = os.read(self._read, 4096)
-        except BlockingIOError:
-            self._seen = b""
-        os.close(self._read)
-
-    def first(self) -> int | None:
-        for n in getattr(self, "_seen", b""):
-            if n in (signal.SIGTERM, signal.SIGINT):
-                return n
-        return None
+            seen += os.read(read, 4096)
+        except BlockingIOError:  # none came
+            pass
+        os.close(read)
+        os.close(write)
 
 
 def pending() -> bool:
